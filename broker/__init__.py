@@ -1,0 +1,1 @@
+"""cipherdrop message broker: a Majordomo (7/MDP + 8/MMI) ROUTER broker."""

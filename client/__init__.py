@@ -1,0 +1,1 @@
+"""cipherdrop client: transport, session, upload/download and the ``cipherdrop`` command."""

@@ -1,0 +1,77 @@
+"""The one error tree of cipherdrop.
+
+Every error says whose fault it is::
+
+    CipherdropError
+    ├── ConfigError                 a setting is missing or has a bad value (names the setting)
+    ├── ProtocolError               bytes that do not follow the protocol
+    │   ├── LocalProtocolError      we were about to send something invalid (our bug)
+    │   └── RemoteProtocolError     the peer sent something invalid (their bug or an attack)
+    ├── IntegrityError              a decryption, signature or checksum failed; deliberately
+    │                               opaque, so that it is no oracle for an attacker
+    ├── StorageError                the store could not do what was asked
+    ├── RefusedError                the server understood the request and said no
+    │                               (carries a machine-readable ``code``)
+    └── TransportError              the network or the broker let us down
+        ├── BrokerUnavailable       nothing answers at the broker endpoint
+        └── Timeout                 no answer within the allowed time
+
+Foreign exceptions (``ValueError`` from pycryptodome, ``msgpack`` errors, ``zmq.ZMQError``,
+``sqlite3.Error``) are translated at the boundary with ``raise X(...) from exc``.
+"""
+
+from __future__ import annotations
+
+
+class CipherdropError(Exception):
+    """Base of every error cipherdrop raises on purpose."""
+
+
+class ConfigError(CipherdropError):
+    """A setting is missing or invalid; the message names the setting."""
+
+
+class ProtocolError(CipherdropError):
+    """Something on the wire does not follow the protocol."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We were about to send something the protocol forbids."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the protocol forbids."""
+
+
+class IntegrityError(CipherdropError):
+    """Authentication, decryption, signature or checksum failure.
+
+    The message never says which check failed or why.
+    """
+
+    def __init__(self, message: str = "integrity check failed") -> None:
+        super().__init__(message)
+
+
+class StorageError(CipherdropError):
+    """The store failed to read or write."""
+
+
+class RefusedError(CipherdropError):
+    """The server refused the request; ``code`` says why in a stable, documented word."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TransportError(CipherdropError):
+    """The network or the broker failed us."""
+
+
+class BrokerUnavailable(TransportError):
+    """Nothing answers at the broker endpoint."""
+
+
+class Timeout(TransportError):
+    """No answer arrived within the allowed time."""

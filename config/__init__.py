@@ -1,0 +1,1 @@
+"""Typed settings: defaults < TOML file < CIPHERDROP_* environment < command-line flags."""

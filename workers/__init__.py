@@ -1,0 +1,1 @@
+"""cipherdrop worker runtime (MDP worker), the three services and the SQLite store."""
