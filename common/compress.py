@@ -20,8 +20,8 @@ Compression before encryption leaks how compressible a chunk is through its leng
 from __future__ import annotations
 
 import zlib
-from enum import IntEnum
 
+from common.enums import Codec
 from common.errors import RemoteProtocolError
 
 __all__ = ["Codec", "compress_chunk", "decompress_chunk"]
@@ -38,13 +38,6 @@ _PROBE_MIN = 4 * _SAMPLES * _SAMPLE
 # Compress only if the sample shrinks to at most 90%: saving less is not worth ~10 ms/MB of
 # zlib on the sending CPU, and random data (ratio just above 1.0) is far from this line.
 _MAX_SAMPLE_RATIO = 0.9
-
-
-class Codec(IntEnum):
-    """How a chunk's payload is compressed (the codec id in the envelope)."""
-
-    NONE = 0
-    ZLIB = 1
 
 
 def _probe(view: memoryview) -> bool:

@@ -7,6 +7,8 @@ Every error says whose fault it is::
     ├── ProtocolError               bytes that do not follow the protocol
     │   ├── LocalProtocolError      we were about to send something invalid (our bug)
     │   └── RemoteProtocolError     the peer sent something invalid (their bug or an attack)
+    │       ├── InvalidNameError    a client or file name breaks the naming rules
+    │       └── UnsupportedVersionError   an envelope of a protocol version we do not speak
     ├── IntegrityError              a decryption, signature or checksum failed; deliberately
     │                               opaque, so that it is no oracle for an attacker
     ├── StorageError                the store could not do what was asked
@@ -41,6 +43,14 @@ class LocalProtocolError(ProtocolError):
 
 class RemoteProtocolError(ProtocolError):
     """The peer sent something the protocol forbids."""
+
+
+class InvalidNameError(RemoteProtocolError):
+    """A client or file name breaks the naming rules (answered with ``invalid-name``)."""
+
+
+class UnsupportedVersionError(RemoteProtocolError):
+    """The envelope is of a protocol version this side does not speak."""
 
 
 class IntegrityError(CipherdropError):

@@ -1,0 +1,214 @@
+"""The field table of every control-message body: what each key holds and how it is checked.
+
+A body is a msgpack map whose keys are the dataclass's field names in declaration order.
+Each :class:`Field` has a ``load`` (wire value to Python value) and a ``dump`` (Python
+value to wire value); both validate and raise :class:`RemoteProtocolError` naming the
+field. :mod:`common.codec` is the only user; ``docs/protocol.md`` section 3 mirrors this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from functools import partial
+from itertools import pairwise
+from typing import Any, cast
+
+from common.errors import RemoteProtocolError
+from common.fields import (
+    MAX_CHUNK_SIZE,
+    MAX_ERROR_MESSAGE_LEN,
+    MAX_LIST_LEN,
+    MAX_PUBLIC_KEY_LEN,
+    MAX_SIGNATURE_LEN,
+    MAX_WRAPPED_KEY_LEN,
+    SHA256_LEN,
+    U32_MAX,
+    Checker,
+    check_bool,
+    check_bytes,
+    check_enum,
+    check_id,
+    check_uint,
+    chunk_count_for,
+)
+from common.messages import (
+    ChunkStored,
+    Deleted,
+    DeleteFile,
+    DownloadBegin,
+    DownloadChunk,
+    DownloadReady,
+    ErrorCode,
+    ErrorReply,
+    FileInfo,
+    FileList,
+    KeyRequest,
+    ListFiles,
+    Registered,
+    RegisterRequest,
+    ServerKey,
+    ServerKeyRequest,
+    SessionGranted,
+    UploadBegin,
+    UploadCommit,
+    UploadCommitted,
+    UploadConfirm,
+    UploadDone,
+    UploadReady,
+    Verdict,
+)
+from common.names import validate_client_name, validate_file_name, validate_text
+
+__all__ = ["SCHEMAS", "Field", "check_consistency", "dump_fields", "load_fields"]
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    name: str
+    load: Checker
+    dump: Checker
+
+
+def _field(name: str, check: Checker) -> Field:
+    return Field(name, check, check)
+
+
+def _list(value: object, field: str, item: Checker) -> list[object]:
+    if type(value) not in (list, tuple):
+        raise RemoteProtocolError(f"{field}: expected array, got {type(value).__name__}")
+    items = cast(list[object] | tuple[object, ...], value)
+    if len(items) > MAX_LIST_LEN:
+        raise RemoteProtocolError(f"{field}: {len(items)} entries, at most {MAX_LIST_LEN}")
+    return [item(entry, f"{field}[{i}]") for i, entry in enumerate(items)]
+
+
+def _chunk_indexes(value: object, field: str) -> tuple[int, ...]:
+    indexes = tuple(cast(list[int], _list(value, field, check_uint)))
+    if any(a >= b for a, b in pairwise(indexes)):
+        raise RemoteProtocolError(f"{field}: indexes must be strictly ascending")
+    return indexes
+
+
+def _optional_sha256(value: object, field: str) -> bytes | None:
+    return None if value is None else check_bytes(value, field, SHA256_LEN, SHA256_LEN)
+
+
+def _load_file_info(value: object, field: str) -> FileInfo:
+    try:
+        return cast(FileInfo, load_fields(FileInfo, value))
+    except RemoteProtocolError as exc:
+        raise type(exc)(f"{field}.{exc}") from exc
+
+
+def _dump_file_info(value: object, field: str) -> dict[str, object]:
+    if type(value) is not FileInfo:
+        raise RemoteProtocolError(f"{field}: expected FileInfo, got {type(value).__name__}")
+    try:
+        return dump_fields(value)
+    except RemoteProtocolError as exc:
+        raise type(exc)(f"{field}.{exc}") from exc
+
+
+_TRANSFER_ID = _field("transfer_id", check_id)
+_DATA_KEY = _field("data_key", partial(check_bytes, minimum=32, maximum=32))
+_FILE_NAME = _field("name", validate_file_name)
+_SIZE = _field("size", check_uint)
+_INDEX = _field("index", check_uint)
+_CRC = _field("crc", partial(check_uint, maximum=U32_MAX))
+_CHUNK_SIZE = _field("chunk_size", partial(check_uint, minimum=1, maximum=MAX_CHUNK_SIZE))
+_CHUNK_COUNT = _field("chunk_count", partial(check_uint, minimum=1))
+_SIGNATURE = _field("signature", partial(check_bytes, maximum=MAX_SIGNATURE_LEN))
+
+
+def _files_load(value: object, field: str) -> tuple[FileInfo, ...]:
+    return tuple(cast(list[FileInfo], _list(value, field, _load_file_info)))
+
+
+SCHEMAS: dict[type, tuple[Field, ...]] = {
+    RegisterRequest: (_field("name", validate_client_name),),
+    Registered: (_field("client_id", check_id),),
+    ServerKeyRequest: (),
+    ServerKey: (_field("public_key", partial(check_bytes, maximum=MAX_PUBLIC_KEY_LEN)),),
+    KeyRequest: (
+        _field("client_id", check_id),
+        _field("name", validate_client_name),
+        _field("public_key", partial(check_bytes, maximum=MAX_PUBLIC_KEY_LEN)),
+        _field("timestamp", check_uint),
+        _field("nonce", check_id),
+        _SIGNATURE,
+    ),
+    SessionGranted: (
+        _field("session_id", check_id),
+        _field("wrapped_key", partial(check_bytes, maximum=MAX_WRAPPED_KEY_LEN)),
+        _field("expires_at", check_uint),
+        _SIGNATURE,
+    ),
+    UploadBegin: (_FILE_NAME, _SIZE, _CHUNK_SIZE, _CHUNK_COUNT),
+    UploadReady: (_TRANSFER_ID, _DATA_KEY, _field("stored", _chunk_indexes)),
+    ChunkStored: (_TRANSFER_ID, _INDEX),
+    UploadCommit: (_TRANSFER_ID,),
+    UploadCommitted: (_TRANSFER_ID, _SIZE, _CRC),
+    UploadConfirm: (_TRANSFER_ID, _field("verdict", partial(check_enum, kind=Verdict))),
+    UploadDone: (_FILE_NAME, _field("verified", check_bool)),
+    ListFiles: (),
+    FileInfo: (
+        _FILE_NAME,
+        _SIZE,
+        _field("uploaded_at", check_uint),
+        _field("verified", check_bool),
+        _CRC,
+        _field("sha256", _optional_sha256),
+    ),
+    FileList: (
+        Field("files", _files_load, partial(_list, item=cast(Callable[..., Any], _dump_file_info))),
+    ),
+    DownloadBegin: (_FILE_NAME,),
+    DownloadReady: (_TRANSFER_ID, _DATA_KEY, _SIZE, _CHUNK_SIZE, _CHUNK_COUNT, _CRC),
+    DownloadChunk: (_TRANSFER_ID, _INDEX),
+    DeleteFile: (_FILE_NAME,),
+    Deleted: (_FILE_NAME, _field("existed", check_bool)),
+    ErrorReply: (
+        _field("code", partial(check_enum, kind=ErrorCode)),
+        _field("message", partial(validate_text, max_len=MAX_ERROR_MESSAGE_LEN)),
+    ),
+}
+_KEYS = {cls: tuple(f.name for f in schema) for cls, schema in SCHEMAS.items()}
+for _cls, _keys in _KEYS.items():  # the table must follow the dataclasses exactly
+    if _keys != tuple(f.name for f in fields(_cls)):
+        raise RuntimeError(f"body schema of {_cls.__name__} does not match its fields")
+
+
+def load_fields(cls: type, raw: object) -> object:
+    """Build ``cls`` from a decoded msgpack map, checking keys (set and order) and values."""
+    if type(raw) is not dict:
+        raise RemoteProtocolError(f"body: expected a map, got {type(raw).__name__}")
+    keys = _KEYS[cls]
+    if tuple(raw) != keys:
+        raise RemoteProtocolError(_explain_keys(raw, keys))
+    values = [f.load(raw[f.name], f.name) for f in SCHEMAS[cls]]
+    return cast(Any, cls)(*values)
+
+
+def dump_fields(msg: object) -> dict[str, object]:
+    """The msgpack map of a message, every value checked."""
+    return {f.name: f.dump(getattr(msg, f.name), f.name) for f in SCHEMAS[type(msg)]}
+
+
+def check_consistency(msg: object) -> None:
+    """Rules that span fields: the chunk count follows from size and chunk size."""
+    if isinstance(msg, UploadBegin | DownloadReady):
+        expected = chunk_count_for(msg.size, msg.chunk_size)
+        if msg.chunk_count != expected:
+            raise RemoteProtocolError(
+                f"chunk_count: {msg.chunk_count}, but size {msg.size} in chunks of"
+                f" chunk_size {msg.chunk_size} gives {expected}"
+            )
+
+
+def _explain_keys(raw: dict[object, object], keys: tuple[str, ...]) -> str:
+    missing = sorted(set(keys) - set(raw))
+    extra = sorted(repr(k) for k in set(raw) - set(keys))
+    if missing or extra:
+        return f"keys: missing {missing}, unexpected {extra}"
+    return f"keys: out of order, expected {list(keys)}"

@@ -1,0 +1,325 @@
+"""The vocabulary of the cipherdrop wire protocol: envelope, message types, message bodies.
+
+Everything here is a plain value: enums and frozen, slotted dataclasses with no behaviour
+beyond a few lookups. Turning them into bytes and back, with validation of every field,
+is the job of :mod:`common.codec` alone; ``docs/protocol.md`` sections 2-4 is the byte-level
+reference for what is defined here.
+
+A request or reply body is two frames, ``[envelope, payload]``. The envelope
+(:class:`Envelope`) names the message type; the payload is ciphertext whose plaintext is
+either a msgpack control body (one dataclass below per type) or, for the two data-carrying
+types (:data:`DATA_TYPES`), raw chunk bytes whose position is the envelope's ``stream``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from common.enums import NO_FLAGS, PROTOCOL_VERSION, Codec, ErrorCode, Flags, MessageType, Verdict
+from common.errors import LocalProtocolError
+from common.names import InvalidNameError, validate_client_name, validate_file_name
+
+__all__ = [
+    "DATA_TYPES",
+    "NO_FLAGS",
+    "PROTOCOL_VERSION",
+    "ChunkStored",
+    "Codec",
+    "DeleteFile",
+    "Deleted",
+    "DownloadBegin",
+    "DownloadChunk",
+    "DownloadReady",
+    "Envelope",
+    "ErrorCode",
+    "ErrorReply",
+    "FileInfo",
+    "FileList",
+    "Flags",
+    "InvalidNameError",
+    "KeyRequest",
+    "ListFiles",
+    "Message",
+    "MessageType",
+    "RegisterRequest",
+    "Registered",
+    "ServerKey",
+    "ServerKeyRequest",
+    "SessionGranted",
+    "StreamPosition",
+    "UploadBegin",
+    "UploadCommit",
+    "UploadCommitted",
+    "UploadConfirm",
+    "UploadDone",
+    "UploadReady",
+    "Verdict",
+    "carries_data",
+    "message_class",
+    "reply_type",
+    "type_of",
+    "validate_client_name",
+    "validate_file_name",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPosition:
+    """Where a data-carrying message sits in its transfer: bound into the chunk's AAD."""
+
+    transfer_id: bytes
+    index: int
+    final: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The first body frame; its encoded bytes are the AEAD associated data of the payload."""
+
+    version: int
+    type: MessageType
+    client_id: bytes
+    key_id: bytes
+    request_id: bytes
+    flags: Flags = NO_FLAGS
+    codec: Codec = Codec.NONE
+    stream: StreamPosition | None = None
+
+
+# --- registration and key exchange -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterRequest:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    client_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ServerKeyRequest:
+    """Asks for the server's public key (plain): the client pins its fingerprint."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerKey:
+    """The server's RSA public key, X.509 SubjectPublicKeyInfo DER."""
+
+    public_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRequest:
+    """First key upload and every reconnect; ``signature`` covers ``key_request_signed_bytes``."""
+
+    client_id: bytes
+    name: str
+    public_key: bytes
+    timestamp: int
+    nonce: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SessionGranted:
+    """``signature`` is the server's, over ``session_granted_signed_bytes(reply, nonce)``."""
+
+    session_id: bytes
+    wrapped_key: bytes
+    expires_at: int
+    signature: bytes
+
+
+# --- upload ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UploadBegin:
+    name: str
+    size: int
+    chunk_size: int
+    chunk_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class UploadReady:
+    """``data_key`` seals this upload's chunks (it travels inside the session-sealed reply);
+    ``stored``: indexes the server already holds for this transfer, strictly ascending."""
+
+    transfer_id: bytes
+    data_key: bytes = field(repr=False)
+    stored: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkStored:
+    transfer_id: bytes
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class UploadCommit:
+    transfer_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class UploadCommitted:
+    """``crc`` is the POSIX ``cksum`` CRC of the whole plaintext, as the command prints it."""
+
+    transfer_id: bytes
+    size: int
+    crc: int
+
+
+@dataclass(frozen=True, slots=True)
+class UploadConfirm:
+    transfer_id: bytes
+    verdict: Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class UploadDone:
+    name: str
+    verified: bool
+
+
+# --- listing, download, delete, errors ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ListFiles:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    name: str
+    size: int
+    uploaded_at: int
+    verified: bool
+    crc: int
+    sha256: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class FileList:
+    files: tuple[FileInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadBegin:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadReady:
+    transfer_id: bytes
+    data_key: bytes = field(repr=False)
+    size: int
+    chunk_size: int
+    chunk_count: int
+    crc: int
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadChunk:
+    transfer_id: bytes
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteFile:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    name: str
+    existed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    code: ErrorCode
+    message: str
+
+
+Message = (
+    RegisterRequest
+    | Registered
+    | ServerKeyRequest
+    | ServerKey
+    | KeyRequest
+    | SessionGranted
+    | UploadBegin
+    | UploadReady
+    | ChunkStored
+    | UploadCommit
+    | UploadCommitted
+    | UploadConfirm
+    | UploadDone
+    | ListFiles
+    | FileList
+    | DownloadBegin
+    | DownloadReady
+    | DownloadChunk
+    | DeleteFile
+    | Deleted
+    | ErrorReply
+)
+
+# Types whose payload is chunk bytes, not a msgpack body; their envelope carries ``stream``.
+DATA_TYPES = frozenset({MessageType.UPLOAD_CHUNK, MessageType.CHUNK_DATA})
+
+_CLASS_OF: dict[MessageType, type[Message]] = {
+    MessageType.REGISTER_REQUEST: RegisterRequest,
+    MessageType.KEY_REQUEST: KeyRequest,
+    MessageType.SERVER_KEY_REQUEST: ServerKeyRequest,
+    MessageType.UPLOAD_BEGIN: UploadBegin,
+    MessageType.UPLOAD_COMMIT: UploadCommit,
+    MessageType.UPLOAD_CONFIRM: UploadConfirm,
+    MessageType.LIST_FILES: ListFiles,
+    MessageType.DOWNLOAD_BEGIN: DownloadBegin,
+    MessageType.DOWNLOAD_CHUNK: DownloadChunk,
+    MessageType.DELETE_FILE: DeleteFile,
+    MessageType.REGISTERED: Registered,
+    MessageType.SESSION_GRANTED: SessionGranted,
+    MessageType.SERVER_KEY: ServerKey,
+    MessageType.UPLOAD_READY: UploadReady,
+    MessageType.CHUNK_STORED: ChunkStored,
+    MessageType.UPLOAD_COMMITTED: UploadCommitted,
+    MessageType.UPLOAD_DONE: UploadDone,
+    MessageType.FILE_LIST: FileList,
+    MessageType.DOWNLOAD_READY: DownloadReady,
+    MessageType.DELETED: Deleted,
+    MessageType.ERROR_REPLY: ErrorReply,
+}
+_TYPE_OF: dict[type[Message], MessageType] = {cls: t for t, cls in _CLASS_OF.items()}
+
+
+def carries_data(msg_type: MessageType) -> bool:
+    """True for UPLOAD_CHUNK and CHUNK_DATA: payload is chunk bytes, position in ``stream``."""
+    return msg_type in DATA_TYPES
+
+
+def message_class(msg_type: MessageType) -> type[Message] | None:
+    """The body dataclass of a control type; None for the data-carrying types."""
+    return _CLASS_OF.get(msg_type)
+
+
+def type_of(msg: Message) -> MessageType:
+    """The envelope type that announces ``msg``."""
+    msg_type = _TYPE_OF.get(type(msg))
+    if msg_type is None:
+        raise LocalProtocolError(f"not a control message: {type(msg).__name__}")
+    return msg_type
+
+
+def reply_type(request_type: MessageType) -> MessageType:
+    """The successful reply type of a request type (an ErrorReply may always come instead)."""
+    if request_type & 0x80:
+        raise LocalProtocolError(f"{request_type.name} is not a request type")
+    return MessageType(request_type | 0x80)
