@@ -1,0 +1,347 @@
+"""cipherdrop.file: upload, CRC, integrity, idempotency, isolation, expiry, data at rest."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from common import crypto
+from common.cksum import cksum
+from common.codec import decode_body, decode_envelope
+from common.compress import decompress_chunk
+from common.messages import (
+    ChunkStored,
+    Codec,
+    Deleted,
+    DeleteFile,
+    DownloadBegin,
+    DownloadChunk,
+    DownloadReady,
+    ErrorCode,
+    ErrorReply,
+    FileList,
+    Flags,
+    ListFiles,
+    MessageType,
+    StreamPosition,
+    UploadBegin,
+    UploadCommit,
+    UploadConfirm,
+    UploadDone,
+    UploadReady,
+    Verdict,
+    carries_data,
+)
+
+from .server_harness import Client, Server, envelope, error_code, rsa_key
+
+CHUNK = 4096
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    running = Server(tmp_path / "var", session_ttl=600.0)
+    yield running
+    running.close()
+
+
+def connected(server: Server, name: str) -> Client:
+    client = Client(server, name, rsa_key(name))
+    client.register()
+    client.connect()
+    return client
+
+
+@pytest.fixture
+def alice(server: Server) -> Client:
+    return connected(server, "alice")
+
+
+@pytest.fixture
+def bob(server: Server) -> Client:
+    return connected(server, "bob")
+
+
+def snapshot(server: Server) -> tuple[list[str], list[str]]:
+    """Every row and every file under the data dir: 'nothing changed' means both equal."""
+    files = sorted(str(p.relative_to(server.data.path)) for p in server.data.path.rglob("*"))
+    return server.dump(), [f for f in files if not f.startswith(("cipherdrop.db",))]
+
+
+def download(client: Client, name: str) -> bytes:
+    ready = client.ask(DownloadBegin(name))
+    assert isinstance(ready, DownloadReady), ready
+    pieces = []
+    for index in range(ready.chunk_count):
+        frames = client.session_frames(DownloadChunk(ready.transfer_id, index))
+        reply = client.server.call("file", frames)
+        env = decode_envelope(reply[0])
+        assert env.type == MessageType.CHUNK_DATA and env.stream is not None
+        aad = ready.transfer_id + bytes([env.codec])
+        sealed = crypto.open_chunk(ready.data_key, index, env.stream.final, reply[1], aad=aad)
+        pieces.append(decompress_chunk(env.codec, sealed, ready.chunk_size))
+    data = b"".join(pieces)
+    assert len(data) == ready.size and cksum(data) == ready.crc
+    return data
+
+
+@pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, 3 * CHUNK, 3 * CHUNK + 5])
+def test_upload_verifies_with_the_posix_crc_and_downloads_back(alice: Client, size: int) -> None:
+    data = os.urandom(size)
+    committed, done = alice.upload("report.bin", data, CHUNK)
+    assert committed.size == size and committed.crc == cksum(data)
+    assert done == UploadDone("report.bin", True)
+    assert download(alice, "report.bin") == data
+    listing = alice.ask(ListFiles())
+    assert isinstance(listing, FileList)
+    assert [(f.name, f.size, f.crc, f.verified) for f in listing.files] == [
+        ("report.bin", size, cksum(data), True)
+    ]
+
+
+def test_crc_equals_the_cksum_command_for_compressed_chunks(alice: Client) -> None:
+    data = b"all work and no play makes a dull file\n" * 5000
+    committed, _ = alice.upload("text/notes.txt", data, CHUNK, compress=True)
+    command = shutil.which("cksum")
+    assert command is not None
+    printed = subprocess.run([command], input=data, capture_output=True, check=True).stdout
+    assert committed.crc == int(printed.split()[0])
+    assert download(alice, "text/notes.txt") == data
+
+
+def test_a_chunk_with_one_flipped_byte_is_refused_and_nothing_is_stored(
+    server: Server, alice: Client
+) -> None:
+    ready = alice.begin("f", b"x" * 10, CHUNK)
+    frames = alice.chunk_frames(ready, 0, True, b"x" * 10)
+    before = snapshot(server)
+    for position in (0, len(frames[1]) // 2, len(frames[1]) - 1):
+        tampered = bytearray(frames[1])
+        tampered[position] ^= 0x01
+        assert error_code(alice.send_chunk([frames[0], bytes(tampered)])) == "integrity"
+    assert snapshot(server) == before
+    assert alice.send_chunk(frames) == ChunkStored(ready.transfer_id, 0)
+
+
+def test_chunks_out_of_place_are_refused(server: Server, alice: Client) -> None:
+    data = b"y" * (2 * CHUNK)
+    ready = alice.begin("g", data, CHUNK)
+    before = snapshot(server)
+    not_final = alice.chunk_frames(ready, 1, False, b"y" * CHUNK)
+    assert error_code(alice.send_chunk(not_final)) == "conflict"
+    beyond = alice.chunk_frames(ready, 2, True, b"y")
+    assert error_code(alice.send_chunk(beyond)) == "conflict"
+    short = alice.chunk_frames(ready, 0, False, b"y" * 10)
+    assert error_code(alice.send_chunk(short)) == "conflict"
+    assert snapshot(server) == before
+    assert error_code(alice.ask(UploadCommit(ready.transfer_id))) == "conflict"
+
+
+def test_replayed_requests_return_the_stored_reply_and_change_nothing(
+    server: Server, alice: Client
+) -> None:
+    data = os.urandom(CHUNK + 1)
+    begin = alice.session_frames(UploadBegin("r", len(data), CHUNK, 2))
+    ready = alice.open_reply(server.call("file", begin), begin[0])
+    assert isinstance(ready, UploadReady)
+    chunk = alice.chunk_frames(ready, 0, False, data[:CHUNK])
+    assert alice.send_chunk(chunk) == ChunkStored(ready.transfer_id, 0)
+    before = snapshot(server)
+    assert alice.open_reply(server.call("file", begin), begin[0]) == ready
+    assert alice.send_chunk(chunk) == ChunkStored(ready.transfer_id, 0)
+    assert snapshot(server) == before
+    alice.send_chunk(alice.chunk_frames(ready, 1, True, data[CHUNK:]))
+    commit = alice.session_frames(UploadCommit(ready.transfer_id))
+    committed = alice.open_reply(server.call("file", commit), commit[0])
+    confirm = alice.session_frames(UploadConfirm(ready.transfer_id, Verdict.OK))
+    done = alice.open_reply(server.call("file", confirm), confirm[0])
+    before = snapshot(server)
+    assert alice.open_reply(server.call("file", commit), commit[0]) == committed
+    assert alice.open_reply(server.call("file", confirm), confirm[0]) == done
+    assert snapshot(server) == before
+
+
+def test_resume_returns_the_same_transfer_key_and_stored_chunks(alice: Client) -> None:
+    data = os.urandom(3 * CHUNK)
+    ready = alice.begin("big", data, CHUNK)
+    alice.send_chunk(alice.chunk_frames(ready, 1, False, data[CHUNK : 2 * CHUNK]))
+    again = alice.begin("big", data, CHUNK)
+    assert (again.transfer_id, again.data_key, again.stored) == (
+        ready.transfer_id,
+        ready.data_key,
+        (1,),
+    )
+    committed, _ = alice.upload("big", data, CHUNK)
+    assert committed.transfer_id == ready.transfer_id and committed.crc == cksum(data)
+
+
+def test_resend_discards_and_a_new_upload_replaces_the_old_file(
+    server: Server, alice: Client
+) -> None:
+    alice.upload("doc", b"version one", CHUNK)
+    old = server.store.get_file(alice.client_id, "doc")
+    ready = alice.begin("doc", b"version two!", CHUNK)
+    alice.send_chunk(alice.chunk_frames(ready, 0, True, b"version two!"))
+    alice.ask(UploadCommit(ready.transfer_id))
+    assert alice.ask(UploadConfirm(ready.transfer_id, Verdict.RESEND)) == UploadDone("doc", False)
+    assert not (server.data.blobs_path / ready.transfer_id.hex()).exists()
+    assert download(alice, "doc") == b"version one"
+    alice.upload("doc", b"version two!", CHUNK)
+    assert download(alice, "doc") == b"version two!"
+    assert old is not None and not (server.data.blobs_path / old.transfer_id.hex()).exists()
+
+
+@pytest.mark.parametrize("name", ["../etc/passwd", "/abs", "a//b", "nul\x00", "x" * 256, "a\\b"])
+def test_bad_file_names_are_refused(server: Server, alice: Client, name: str) -> None:
+    before = snapshot(server)
+    for msg in (UploadBegin("ok", 1, CHUNK, 1), DownloadBegin("ok"), DeleteFile("ok")):
+        frames = alice.session_frames(msg)
+        body = crypto.open_sealed(alice.session_keys.client_to_server, frames[1], frames[0])  # type: ignore[union-attr]
+        bad = body.replace(b"\xa2ok", _pack(name))
+        sealed = crypto.seal(alice.session_keys.client_to_server, bad, frames[0])  # type: ignore[union-attr]
+        reply = alice.open_reply(server.call("file", [frames[0], sealed]), frames[0])
+        assert error_code(reply) == "invalid-name"
+    assert snapshot(server) == before
+
+
+def _pack(text: str) -> bytes:
+    packed: bytes = msgpack.packb(text)
+    return packed
+
+
+def test_clients_cannot_see_or_touch_each_others_files(
+    server: Server, alice: Client, bob: Client
+) -> None:
+    alice.upload("secret", b"alice's data", CHUNK)
+    ready = alice.begin("pending", b"z", CHUNK)
+    before = snapshot(server)
+    assert bob.ask(ListFiles()) == FileList(())
+    assert error_code(bob.ask(DownloadBegin("secret"))) == "not-found"
+    row = server.store.get_file(alice.client_id, "secret")
+    assert row is not None
+    assert error_code(bob.ask(DownloadChunk(row.transfer_id, 0))) == "not-found"
+    assert error_code(bob.ask(UploadCommit(ready.transfer_id))) == "not-found"
+    assert error_code(bob.ask(UploadConfirm(ready.transfer_id, Verdict.GIVE_UP))) == "not-found"
+    assert bob.ask(DeleteFile("secret")) == Deleted("secret", False)
+    forged = bob.chunk_frames(ready, 0, True, b"z")  # bob does not have alice's data key
+    assert error_code(bob.send_chunk(forged)) == "not-found"
+    after = snapshot(server)
+    # Only bob's own delete left a trace: its recorded reply.
+    new_rows = [row for row in after[0] if row not in before[0]]
+    assert after[1] == before[1] and all('INSERT INTO "replies"' in r for r in new_rows)
+    assert len(new_rows) == 1
+    assert download(alice, "secret") == b"alice's data"
+    assert alice.ask(DeleteFile("secret")) == Deleted("secret", True)
+    assert error_code(alice.ask(DownloadBegin("secret"))) == "not-found"
+    assert not (server.data.blobs_path / row.transfer_id.hex()).exists()
+
+
+def test_a_session_of_another_client_is_unknown(server: Server, alice: Client, bob: Client) -> None:
+    bob.session_id, bob.session_keys = alice.session_id, alice.session_keys
+    reply = bob.server.call("file", bob.session_frames(ListFiles()))
+    assert decode_body(MessageType.ERROR_REPLY, reply[1]) == ErrorReply(
+        ErrorCode.UNKNOWN_SESSION, "no such session for this client"
+    )
+
+
+def test_an_expired_session_is_refused_in_plain(server: Server, alice: Client) -> None:
+    assert isinstance(alice.ask(ListFiles()), FileList)
+    server.now += 600_000
+    frames = server.call("file", alice.session_frames(ListFiles()))
+    env = decode_envelope(frames[0])
+    assert env.flags == 0 and decode_body(env.type, frames[1]).code == "session-expired"  # type: ignore[union-attr]
+    alice.connect()
+    assert isinstance(alice.ask(ListFiles()), FileList)
+
+
+def test_a_stolen_data_dir_reveals_no_key_and_no_content(server: Server, alice: Client) -> None:
+    plaintext = b"THE-KNOWN-PLAINTEXT-" * 300
+    alice.upload("stolen.txt", plaintext, CHUNK)
+    ready = alice.ask(DownloadBegin("stolen.txt"))
+    assert isinstance(ready, DownloadReady)
+    secrets_to_find = {
+        "plaintext": b"THE-KNOWN-PLAINTEXT-",
+        "session key": alice.session_key,
+        "session subkey": alice.session_keys.server_to_client,  # type: ignore[union-attr]
+        "data key": ready.data_key,
+    }
+
+    def exposed() -> list[Path]:
+        return [
+            p
+            for p in server.data.path.rglob("*")
+            if p.is_file() and p.name not in ("master.key", "server_key.pem")
+        ]
+
+    # Search with the recent pages still in the WAL, then again once they reach the db file.
+    for checkpoint in (False, True):
+        if checkpoint:
+            server.store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        files = exposed()
+        assert {"cipherdrop.db", "0"} <= {p.name for p in files}
+        for path in files:
+            content = path.read_bytes()
+            for what, needle in secrets_to_find.items():
+                assert needle not in content, f"{what} found in {path.name}"
+
+
+ANY = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@ANY
+@given(frames=st.lists(st.binary(max_size=300), max_size=4))
+def test_arbitrary_frames_get_an_error_reply_and_change_nothing(
+    server: Server, frames: list[bytes]
+) -> None:
+    before = snapshot(server)
+    for service in ("register", "key", "file"):
+        reply = server.call(service, frames)
+        env = decode_envelope(reply[0])
+        assert env.type == MessageType.ERROR_REPLY and env.flags == 0
+        assert isinstance(decode_body(env.type, reply[1]), ErrorReply)
+    assert snapshot(server) == before
+
+
+@ANY
+@given(
+    msg_type=st.sampled_from([t for t in MessageType if t < 0x80]),
+    flags=st.sampled_from([Flags(0), Flags.SEALED_TO_SERVER, Flags.SESSION]),
+    codec=st.sampled_from(list(Codec)),
+    payload=st.binary(max_size=600),
+)
+def test_valid_envelopes_with_arbitrary_payloads_change_nothing(
+    server: Server,
+    alice: Client,
+    msg_type: MessageType,
+    flags: Flags,
+    codec: Codec,
+    payload: bytes,
+) -> None:
+    session = flags == Flags.SESSION
+    env = envelope(
+        msg_type,
+        flags=flags,
+        client_id=alice.client_id if session else b"",
+        key_id=alice.session_id if session else b"",
+        codec=codec,
+        stream=StreamPosition(b"t" * 16, 0, True) if carries_data(msg_type) else None,
+    )
+    before = snapshot(server)
+    for service in ("register", "key", "file"):
+        reply = server.call(service, [env, payload])
+        reply_env = decode_envelope(reply[0])
+        assert reply_env.request_id == decode_envelope(env).request_id
+        if reply_env.type == MessageType.SERVER_KEY:  # the one request with no secret at all
+            continue
+        assert reply_env.type == MessageType.ERROR_REPLY, reply_env
+    assert snapshot(server) == before

@@ -1,0 +1,202 @@
+"""The SQLite store: pragmas, migrations under concurrency, transactions, errors."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from common.errors import StorageError
+from workers.schema import LATEST_VERSION
+from workers.store import (
+    ChunkRow,
+    DuplicateRequest,
+    Grant,
+    ReplyRecord,
+    SessionRow,
+    Store,
+    UploadRow,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW = 1_700_000_000_000
+
+
+def record(request_id: bytes, client_id: bytes = b"") -> ReplyRecord:
+    return ReplyRecord(client_id, request_id, b"d" * 16, b"sealed reply")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = Store.open(tmp_path / "test.db", busy_timeout=1.0)
+    yield opened
+    opened.close()
+
+
+def pragma(store: Store, name: str) -> object:
+    return store._db.execute(f"PRAGMA {name}").fetchone()[0]
+
+
+def test_open_sets_wal_foreign_keys_synchronous_and_schema_version(store: Store) -> None:
+    assert pragma(store, "journal_mode") == "wal"
+    assert pragma(store, "foreign_keys") == 1
+    assert pragma(store, "synchronous") == 1  # NORMAL
+    assert pragma(store, "busy_timeout") == 1000
+    assert pragma(store, "user_version") == LATEST_VERSION
+
+
+def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path: Path) -> None:
+    first = Store.open(tmp_path / "x.db")
+    assert first.create_client(b"c" * 16, "alice", NOW, record(b"r" * 16))
+    first.close()
+    second = Store.open(tmp_path / "x.db")
+    client = second.get_client(b"c" * 16)
+    second.close()
+    assert client is not None and client.name == "alice" and client.public_key is None
+
+
+def test_several_processes_creating_the_database_at_once_all_succeed(tmp_path: Path) -> None:
+    code = (
+        "import sys; from workers.store import Store;"
+        "s = Store.open(sys.argv[1], 10.0); print(s._db.execute('PRAGMA user_version')"
+        ".fetchone()[0]); s.close()"
+    )
+    db = tmp_path / "race.db"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(db)],
+            cwd=ROOT,
+            env={"PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(6)
+    ]
+    results = [proc.communicate(timeout=60) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 6, results
+    assert {out.strip() for out, _ in results} == {str(LATEST_VERSION).encode()}
+    conn = sqlite3.connect(db)
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    conn.close()
+    assert tables == {
+        "meta",
+        "clients",
+        "sessions",
+        "key_nonces",
+        "uploads",
+        "chunks",
+        "files",
+        "replies",
+    }
+
+
+def test_a_database_newer_than_the_program_is_refused(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "new.db")
+    conn.execute(f"PRAGMA user_version = {LATEST_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StorageError, match="newer than this program"):
+        Store.open(tmp_path / "new.db")
+
+
+def test_sqlite_errors_become_storage_errors(tmp_path: Path) -> None:
+    with pytest.raises(StorageError):
+        Store.open(tmp_path)  # a directory is no database
+
+
+def test_a_locked_database_is_a_storage_error_saying_busy_not_locked(tmp_path: Path) -> None:
+    holder = Store.open(tmp_path / "busy.db")
+    waiter = Store.open(tmp_path / "busy.db", busy_timeout=0.05)
+    holder._db.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StorageError) as caught:
+            waiter.create_client(b"c" * 16, "bob", NOW, record(b"r" * 16))
+        assert "busy" in str(caught.value) and "locked" not in str(caught.value)
+    finally:
+        holder._db.execute("ROLLBACK")
+        holder.close()
+    assert waiter.get_client(b"c" * 16) is None
+    waiter.close()
+
+
+def test_a_taken_name_changes_nothing(store: Store) -> None:
+    assert store.create_client(b"a" * 16, "alice", NOW, record(b"1" * 16))
+    assert not store.create_client(b"b" * 16, "alice", NOW, record(b"2" * 16))
+    assert store.get_client(b"b" * 16) is None
+    assert store.find_reply(b"", b"2" * 16) is None
+
+
+def test_a_reply_recorded_twice_rolls_back_the_second_effect(store: Store) -> None:
+    assert store.create_client(b"a" * 16, "alice", NOW, record(b"1" * 16))
+    with pytest.raises(DuplicateRequest):
+        store.create_client(b"b" * 16, "bob", NOW, record(b"1" * 16))
+    assert store.get_client(b"b" * 16) is None
+    assert store.find_reply(b"", b"1" * 16) == (b"d" * 16, b"sealed reply")
+
+
+def session(client: bytes, sid: bytes = b"s" * 16) -> SessionRow:
+    return SessionRow(sid, client, b"wrapped", NOW + 1000, revoked=False)
+
+
+def test_first_key_wins_and_later_keys_must_match(store: Store) -> None:
+    client = b"a" * 16
+    store.create_client(client, "alice", NOW, record(b"1" * 16))
+    grant = store.grant_session(
+        session(client), b"KEY-A", b"n1", NOW, NOW - 10, NOW, record(b"2" * 16)
+    )
+    assert grant is Grant.GRANTED
+    other = store.grant_session(
+        session(client, b"t" * 16), b"KEY-B", b"n2", NOW, NOW - 10, NOW, record(b"3" * 16)
+    )
+    assert other is Grant.KEY_MISMATCH
+    assert store.get_client(client).public_key == b"KEY-A"  # type: ignore[union-attr]
+    assert store.get_session(b"t" * 16) is None
+    assert store.find_reply(b"", b"3" * 16) is None
+
+
+def test_a_spent_nonce_is_refused_and_changes_nothing(store: Store) -> None:
+    client = b"a" * 16
+    store.create_client(client, "alice", NOW, record(b"1" * 16))
+    store.grant_session(session(client), b"K", b"n1", NOW, NOW - 10, NOW, record(b"2" * 16))
+    again = store.grant_session(
+        session(client, b"t" * 16), b"K", b"n1", NOW, NOW - 10, NOW, record(b"3" * 16)
+    )
+    assert again is Grant.NONCE_REPLAYED
+    assert store.get_session(b"t" * 16) is None
+
+
+def test_chunks_are_only_added_to_open_uploads(store: Store) -> None:
+    client = b"a" * 16
+    store.create_client(client, "alice", NOW, record(b"1" * 16))
+    upload = UploadRow(b"u" * 16, client, "f", 10, 10, 1, b"wrapped")
+    store.create_upload(upload, NOW, record(b"2" * 16, client))
+    chunk = ChunkRow(0, 38, 10, 1234)
+    assert store.add_chunk(b"u" * 16, chunk)
+    assert store.add_chunk(b"u" * 16, chunk)  # again: still open, nothing new
+    assert store.chunks(b"u" * 16) == [chunk]
+    assert store.commit_upload(b"u" * 16, 99, NOW, record(b"3" * 16, client))
+    assert not store.add_chunk(b"u" * 16, ChunkRow(1, 1, 1, 1))
+    assert not store.add_chunk(b"v" * 16, chunk)  # no such upload
+
+
+def test_publishing_replaces_the_old_file_in_one_step(store: Store) -> None:
+    client = b"a" * 16
+    store.create_client(client, "alice", NOW, record(b"1" * 16))
+    for n, tid in enumerate((b"u" * 16, b"v" * 16)):
+        upload = UploadRow(tid, client, "f", 1, 1, 1, b"wrapped")
+        store.create_upload(upload, NOW, record(bytes([n]) * 16, client))
+        store.add_chunk(tid, ChunkRow(0, 29, 1, 5))
+        store.commit_upload(tid, 7, NOW, record(bytes([n + 10]) * 16, client))
+        committed = store.get_upload(tid)
+        assert committed is not None
+        published = store.publish_upload(
+            committed, "blobs/x", NOW, record(bytes([n + 20]) * 16, client)
+        )
+        assert published.done
+    assert published.replaced == b"u" * 16
+    assert store.get_upload(b"u" * 16) is None and store.chunks(b"u" * 16) == []
+    files = store.list_files(client)
+    assert [(f.name, f.transfer_id, f.verified) for f in files] == [("f", b"v" * 16, True)]

@@ -1,0 +1,52 @@
+"""The ``cipherdrop.register`` service: the server's public key, and new clients.
+
+* ``ServerKeyRequest`` (plain) is answered with the server's public key, which the client
+  pins (trust on first use, like SSH ``known_hosts``): everything later is sealed to that
+  key or signed by it, so a server showing another key cannot serve that client.
+* ``RegisterRequest`` arrives sealed to the server key. The name has been validated by the
+  codec (``invalid-name`` otherwise); a taken name is refused ``name-taken``. A new client
+  gets 16 random bytes as its id and no key yet: the key worker stores the first key
+  that proves possession of itself (see :mod:`workers.keyx`).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from common.errors import RefusedError
+from common.fields import ID_LEN
+from common.messages import (
+    ErrorCode,
+    Flags,
+    MessageType,
+    Registered,
+    RegisterRequest,
+    ServerKey,
+    ServerKeyRequest,
+)
+from workers.datadir import DataDir
+from workers.service import Context, Dispatcher, Route
+from workers.store import Store
+
+__all__ = ["SERVICE", "register_service"]
+
+SERVICE = "cipherdrop.register"
+
+
+def register_service(store: Store, data: DataDir) -> Dispatcher:
+    public_der = data.server_public_der
+
+    def server_key(ctx: Context, msg: ServerKeyRequest) -> ServerKey:
+        return ServerKey(public_der)
+
+    def register(ctx: Context, msg: RegisterRequest) -> Registered:
+        reply = Registered(secrets.token_bytes(ID_LEN))
+        if not store.create_client(reply.client_id, msg.name, ctx.now, ctx.record(reply)):
+            raise RefusedError(ErrorCode.NAME_TAKEN, f"the name {msg.name!r} is taken")
+        return reply
+
+    routes = {
+        MessageType.SERVER_KEY_REQUEST: Route(Flags(0), server_key),
+        MessageType.REGISTER_REQUEST: Route(Flags.SEALED_TO_SERVER, register, mutating=True),
+    }
+    return Dispatcher(routes, store=store, master=data.master, server_key=data.server_key)

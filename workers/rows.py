@@ -1,0 +1,108 @@
+"""The values the store reads and writes: one frozen dataclass per kind of row.
+
+Keys in these rows are always wrapped by the master key (``nonce || ciphertext || tag``);
+times are integer milliseconds since the Unix epoch; ids are 16 bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from common.errors import StorageError
+
+__all__ = [
+    "ChunkRow",
+    "ClientRow",
+    "DuplicateRequest",
+    "FileRow",
+    "Grant",
+    "Published",
+    "ReplyRecord",
+    "SessionRow",
+    "UploadRow",
+]
+
+
+class DuplicateRequest(StorageError):
+    """Another process recorded a reply for this request first; nothing was changed."""
+
+
+class Grant(enum.Enum):
+    """Outcome of :meth:`Store.grant_session`."""
+
+    GRANTED = "granted"
+    KEY_MISMATCH = "key-mismatch"  # the client holds another key, or is gone or revoked
+    NONCE_REPLAYED = "nonce-replayed"
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """Outcome of :meth:`Store.publish_upload`: ``done`` False means it was not committed
+    (nothing changed); ``replaced`` is the transfer id of the file it replaced."""
+
+    done: bool
+    replaced: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyRecord:
+    """The reply to remember for ``(client_id, request_id)``; ``reply`` is master-sealed."""
+
+    client_id: bytes
+    request_id: bytes
+    digest: bytes
+    reply: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRow:
+    id: bytes
+    name: str
+    public_key: bytes | None
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    id: bytes
+    client_id: bytes
+    session_key: bytes  # wrapped
+    expires_at: int
+    revoked: bool  # the client's flag, read with the session
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRow:
+    transfer_id: bytes
+    client_id: bytes
+    name: str
+    size: int
+    chunk_size: int
+    chunk_count: int
+    data_key: bytes  # wrapped
+    state: str = "open"
+    crc: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRow:
+    index: int
+    stored_size: int
+    plain_size: int
+    crc_part: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileRow:
+    name: str
+    location: str
+    verified: bool
+    size: int
+    crc: int
+    sha256: bytes | None
+    uploaded_at: int
+    data_key: bytes  # wrapped
+    transfer_id: bytes
+    chunk_size: int
+    chunk_count: int

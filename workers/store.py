@@ -1,0 +1,157 @@
+"""The repository over the SQLite store: short, typed methods, one transaction each.
+
+Every method that changes something runs in one ``BEGIN IMMEDIATE`` transaction
+(:func:`workers.db.write`) and, for a mutating request, inserts the request's sealed reply
+(:class:`ReplyRecord`) in that same transaction, so a retry finds either no effect and no
+reply, or both. Keys arrive and leave wrapped by the master key: this module never sees
+a plaintext key. Every ``sqlite3.Error`` becomes :class:`StorageError`; a reply that
+another process recorded first becomes :class:`DuplicateRequest` (the caller then
+answers with the recorded reply). Times are integer milliseconds since the Unix epoch.
+
+Clients, sessions, nonces and recorded replies are here; uploads, chunks and files are in
+:mod:`workers.tables`; the row types in :mod:`workers.rows`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from workers import db
+from workers.db import translated
+from workers.rows import (
+    ChunkRow,
+    ClientRow,
+    DuplicateRequest,
+    FileRow,
+    Grant,
+    Published,
+    ReplyRecord,
+    SessionRow,
+    UploadRow,
+)
+from workers.tables import UploadTables
+
+__all__ = [  # the row types are re-exported: callers import everything from here
+    "ChunkRow",
+    "ClientRow",
+    "DuplicateRequest",
+    "FileRow",
+    "Grant",
+    "Published",
+    "ReplyRecord",
+    "SessionRow",
+    "Store",
+    "UploadRow",
+]
+
+
+class _Abort(Exception):
+    """Roll the transaction back and report ``outcome``."""
+
+    def __init__(self, outcome: Grant) -> None:
+        super().__init__(outcome.value)
+        self.outcome = outcome
+
+
+class Store(UploadTables):
+    """The store of one worker process (one connection, used from one thread)."""
+
+    @classmethod
+    def open(cls, path: Path, busy_timeout: float = 30.0) -> Store:
+        return cls(db.connect(path, busy_timeout))
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- meta and idempotency ----------------------------------------------------------
+
+    @translated
+    def meta_once(self, key: str, value: bytes) -> bytes:
+        """The stored value of ``key``, storing ``value`` first if there is none."""
+        with db.write(self._db):
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (key, value))
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return bytes(row[0])
+
+    @translated
+    def find_reply(self, client_id: bytes, request_id: bytes) -> tuple[bytes, bytes] | None:
+        """``(digest, sealed reply)`` recorded for this request, if any."""
+        row = self._db.execute(
+            "SELECT digest, reply FROM replies WHERE client_id = ? AND request_id = ?",
+            (client_id, request_id),
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    # -- clients and sessions ----------------------------------------------------------
+
+    @translated
+    def create_client(self, client_id: bytes, name: str, now: int, record: ReplyRecord) -> bool:
+        """Add a client; False (and nothing changed) if the name is taken."""
+        with db.write(self._db):
+            if self._db.execute("SELECT 1 FROM clients WHERE name = ?", (name,)).fetchone():
+                return False
+            self._db.execute(
+                "INSERT INTO clients (id, name, created_at) VALUES (?, ?, ?)",
+                (client_id, name, now),
+            )
+            self._record(record, now)
+        return True
+
+    @translated
+    def get_client(self, client_id: bytes) -> ClientRow | None:
+        row = self._db.execute(
+            "SELECT id, name, public_key, revoked FROM clients WHERE id = ?", (client_id,)
+        ).fetchone()
+        return None if row is None else ClientRow(row[0], row[1], row[2], bool(row[3]))
+
+    @translated
+    def grant_session(
+        self,
+        session: SessionRow,
+        public_key: bytes,
+        nonce: bytes,
+        timestamp: int,
+        oldest_timestamp: int,
+        now: int,
+        record: ReplyRecord,
+    ) -> Grant:
+        """Store the client's first key or check it, spend the nonce, add the session."""
+        try:
+            with db.write(self._db):
+                # First key wins; afterwards only the same key, byte for byte, matches.
+                updated = self._db.execute(
+                    """UPDATE clients SET public_key = ?, aes_key = ?, last_seen = ?
+                       WHERE id = ? AND revoked = 0 AND (public_key IS NULL OR public_key = ?)""",
+                    (public_key, session.session_key, now, session.client_id, public_key),
+                ).rowcount
+                if updated != 1:
+                    raise _Abort(Grant.KEY_MISMATCH)
+                self._db.execute("DELETE FROM key_nonces WHERE timestamp < ?", (oldest_timestamp,))
+                try:
+                    self._db.execute(
+                        "INSERT INTO key_nonces VALUES (?, ?, ?)",
+                        (session.client_id, nonce, timestamp),
+                    )
+                except sqlite3.IntegrityError:
+                    raise _Abort(Grant.NONCE_REPLAYED) from None
+                self._db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
+                self._db.execute(
+                    "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
+                    (session.id, session.client_id, session.session_key, now, session.expires_at),
+                )
+                self._record(record, now)
+        except _Abort as abort:
+            return abort.outcome
+        return Grant.GRANTED
+
+    @translated
+    def get_session(self, session_id: bytes) -> SessionRow | None:
+        row = self._db.execute(
+            """SELECT s.id, s.client_id, s.session_key, s.expires_at, c.revoked
+               FROM sessions s JOIN clients c ON c.id = s.client_id WHERE s.id = ?""",
+            (session_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return SessionRow(row[0], row[1], row[2], row[3], bool(row[4]))

@@ -1,0 +1,219 @@
+"""Upload handlers of the ``cipherdrop.file`` service: begin, chunks, commit, confirm.
+
+The state of an upload lives in the store (``uploads.state``: open -> committed -> done,
+or deleted when discarded), so any file worker can take any request of any upload.
+
+Guarantees:
+
+* A chunk is stored only if it opens under the upload's data key at its index with the
+  right final flag and codec (``integrity`` otherwise), decompresses within the chunk
+  size, and has exactly the plaintext length the chunking rule gives its index
+  (``conflict`` otherwise). The sealed bytes are stored as received; nothing is stored
+  for a refused chunk. A chunk already stored is acknowledged without being rewritten.
+* Commit succeeds only with every chunk ``0 .. n-1`` present and their sizes adding up
+  to the declared size; its CRC is the POSIX ``cksum`` of the plaintext, combined from
+  the per-chunk parts; the chunks are made durable before the CRC is returned.
+* Confirm OK publishes the file and replaces an older one of that name in one
+  transaction (the old contents are removed after it); RESEND / GIVE_UP discard the upload.
+* A client can name only its own uploads: another client's transfer id is ``not-found``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from common import crypto
+from common.compress import decompress_chunk
+from common.errors import RefusedError, RemoteProtocolError
+from common.fields import ID_LEN, MAX_LIST_LEN
+from common.messages import (
+    ChunkStored,
+    ErrorCode,
+    StreamPosition,
+    UploadBegin,
+    UploadCommit,
+    UploadCommitted,
+    UploadConfirm,
+    UploadDone,
+    UploadReady,
+    Verdict,
+)
+from workers.blobs import Blobs
+from workers.crc_combine import chunk_part, combine
+from workers.datadir import MasterKey
+from workers.service import Context
+from workers.store import ChunkRow, Store, UploadRow
+
+__all__ = ["Uploads", "data_key_context"]
+
+
+def data_key_context(transfer_id: bytes) -> bytes:
+    """The master-key wrapping context of a transfer's data key."""
+    return b"data-key:" + transfer_id
+
+
+def chunk_aad(transfer_id: bytes, codec: int) -> bytes:
+    """The caller's part of a chunk's associated data (flows.md section 4)."""
+    return transfer_id + bytes([codec])
+
+
+def _conflict(message: str) -> RefusedError:
+    return RefusedError(ErrorCode.CONFLICT, message)
+
+
+_NOT_FOUND = "no such upload"
+
+
+@dataclass(frozen=True, slots=True)
+class _Open:
+    """An upload's fixed facts and its unwrapped data key, cached per process."""
+
+    row: UploadRow
+    data_key: bytes = field(repr=False)
+
+
+class Uploads:
+    """The upload handlers; the store, blobs and master key are given."""
+
+    def __init__(
+        self, store: Store, blobs: Blobs, master: MasterKey, max_chunk_size: int, cache: int = 256
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.master = master
+        self.max_chunk_size = max_chunk_size
+        self._cache: OrderedDict[bytes, _Open] = OrderedDict()
+        self._cache_size = cache
+
+    def _owned(self, ctx: Context, transfer_id: bytes) -> UploadRow:
+        row = self.store.get_upload(transfer_id)
+        if row is None or row.client_id != ctx.client_id:
+            raise RefusedError(ErrorCode.NOT_FOUND, _NOT_FOUND)
+        return row
+
+    def _open_upload(self, ctx: Context, transfer_id: bytes) -> _Open:
+        cached = self._cache.get(transfer_id)
+        if cached is None:
+            row = self._owned(ctx, transfer_id)
+            key = self.master.unwrap(row.data_key, data_key_context(transfer_id))
+            cached = self._cache[transfer_id] = _Open(row, key)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        if cached.row.client_id != ctx.client_id:
+            raise RefusedError(ErrorCode.NOT_FOUND, _NOT_FOUND)
+        return cached
+
+    def begin(self, ctx: Context, msg: UploadBegin) -> UploadReady:
+        if msg.chunk_size > self.max_chunk_size:
+            raise RefusedError(ErrorCode.TOO_LARGE, f"chunk_size above {self.max_chunk_size}")
+        if msg.chunk_count > MAX_LIST_LEN:
+            raise RefusedError(ErrorCode.TOO_LARGE, f"more than {MAX_LIST_LEN} chunks")
+        old = self.store.find_open_upload(ctx.client_id, msg.name, msg.size, msg.chunk_size)
+        if old is not None:  # resume
+            key = self.master.unwrap(old.data_key, data_key_context(old.transfer_id))
+            reply = UploadReady(old.transfer_id, key, self.store.stored_indexes(old.transfer_id))
+            self.store.record_reply(ctx.record(reply), ctx.now)
+            return reply
+        transfer_id = secrets.token_bytes(ID_LEN)
+        key = crypto.random_key()
+        row = UploadRow(
+            transfer_id,
+            ctx.client_id,
+            msg.name,
+            msg.size,
+            msg.chunk_size,
+            msg.chunk_count,
+            self.master.wrap(key, data_key_context(transfer_id)),
+        )
+        reply = UploadReady(transfer_id, key, ())
+        self.store.create_upload(row, ctx.now, ctx.record(reply))
+        return reply
+
+    def chunk(self, ctx: Context, payload: memoryview) -> ChunkStored:
+        stream = ctx.envelope.stream
+        if stream is None:  # the envelope codec guarantees it; keeps the type checker honest
+            raise RemoteProtocolError("chunk without a stream position")
+        upload = self._open_upload(ctx, stream.transfer_id)
+        row = upload.row
+        self._check_position(row, stream)
+        codec = int(ctx.envelope.codec)
+        compressed = crypto.open_chunk(
+            upload.data_key,
+            stream.index,
+            stream.final,
+            payload,
+            aad=chunk_aad(stream.transfer_id, codec),
+        )
+        reply = ChunkStored(stream.transfer_id, stream.index)
+        if self.store.get_chunk(stream.transfer_id, stream.index) is not None:
+            return reply  # a retry, authenticated: already stored, nothing to do
+        try:
+            plain = decompress_chunk(codec, compressed, row.chunk_size)
+        except RemoteProtocolError as exc:
+            raise RefusedError(ErrorCode.INTEGRITY, "the chunk does not decompress") from exc
+        expected = _plain_size(row, stream.index)
+        if len(plain) != expected:
+            raise _conflict(f"chunk {stream.index} holds {len(plain)} bytes, expected {expected}")
+        self.blobs.write(stream.transfer_id, stream.index, codec, payload)
+        stored = ChunkRow(stream.index, len(payload), len(plain), chunk_part(plain))
+        if not self.store.add_chunk(stream.transfer_id, stored):
+            if self.store.get_upload(stream.transfer_id) is None:
+                self.blobs.remove(stream.transfer_id)  # discarded meanwhile
+            raise _conflict("the upload is no longer open")
+        return reply
+
+    @staticmethod
+    def _check_position(row: UploadRow, stream: StreamPosition) -> None:
+        if stream.index >= row.chunk_count:
+            raise _conflict(f"chunk index {stream.index} beyond chunk_count {row.chunk_count}")
+        if stream.final != (stream.index == row.chunk_count - 1):
+            raise _conflict("only the last chunk is final")
+
+    def commit(self, ctx: Context, msg: UploadCommit) -> UploadCommitted:
+        row = self._owned(ctx, msg.transfer_id)
+        if row.state == "committed" and row.crc is not None:
+            return UploadCommitted(row.transfer_id, row.size, row.crc)
+        if row.state != "open":
+            raise _conflict("the upload is finished")
+        chunks = self.store.chunks(row.transfer_id)
+        if [chunk.index for chunk in chunks] != list(range(row.chunk_count)):
+            raise _conflict(f"{len(chunks)} of {row.chunk_count} chunks stored")
+        if sum(chunk.plain_size for chunk in chunks) != row.size:
+            raise RefusedError(ErrorCode.INTEGRITY, "the chunks do not add up to the size")
+        crc = combine((chunk.crc_part, chunk.plain_size) for chunk in chunks)
+        self.blobs.sync(row.transfer_id, row.chunk_count)
+        reply = UploadCommitted(row.transfer_id, row.size, crc)
+        if not self.store.commit_upload(row.transfer_id, crc, ctx.now, ctx.record(reply)):
+            raise _conflict("the upload changed meanwhile; commit again")
+        return reply
+
+    def confirm(self, ctx: Context, msg: UploadConfirm) -> UploadDone:
+        row = self._owned(ctx, msg.transfer_id)
+        self._cache.pop(row.transfer_id, None)
+        if msg.verdict is not Verdict.OK:
+            if row.state == "done":
+                raise _conflict("the upload is already a file")
+            self.store.discard_upload(row.transfer_id, ctx.now, ctx.record(_done(row, False)))
+            self.blobs.remove(row.transfer_id)
+            return _done(row, False)
+        if row.state != "committed":
+            raise _conflict("confirm needs a committed upload")
+        location = self.blobs.location(row.transfer_id)
+        published = self.store.publish_upload(row, location, ctx.now, ctx.record(_done(row, True)))
+        if not published.done:
+            raise _conflict("the upload changed meanwhile")
+        if published.replaced is not None:
+            self.blobs.remove(published.replaced)
+        return _done(row, True)
+
+
+def _done(row: UploadRow, verified: bool) -> UploadDone:
+    return UploadDone(row.name, verified)
+
+
+def _plain_size(row: UploadRow, index: int) -> int:
+    if index < row.chunk_count - 1:
+        return row.chunk_size
+    return row.size - row.chunk_size * (row.chunk_count - 1)
