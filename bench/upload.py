@@ -1,0 +1,232 @@
+"""Upload throughput of the real ``cipherdrop put`` against OpenSSH, in the same run.
+
+Run as ``python bench/upload.py [--size BYTES] [--runs N] [--file-workers N] [--peer PATH]``.
+
+It starts the whole server as real processes on 127.0.0.1 (broker, one register and one
+key worker, ``--file-workers`` file workers; the integration tests' ``Stack``), registers
+a client, makes a random file and a compressible text file of ``--size`` bytes (1 GiB by
+default), uploads each ``--runs`` times with the real client command and reports the
+median MB/s (MB = 10^6 bytes). It then runs the OpenSSH baseline script (by default
+``../shared/peers/openssh-baseline.sh`` next to the repository) on the same files and
+prints, last, the ratios ours / ``scp -c aes256-gcm`` with the acceptance targets
+(random >= 1.0x, text >= 0.6x).
+
+Also printed: the bytes our client sent to the broker in one upload (counted by a relay
+in an extra, untimed upload), scp's being the file size plus its framing (OpenSSH does
+not compress by default); and the peak RSS of the client and of
+each file worker for a 1 MiB and a full-size upload (the peaks are reset before each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import zmq
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.integration.stack import Stack  # noqa: E402
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+PEER = ROOT.parent / "shared" / "peers" / "openssh-baseline.sh"
+TARGETS = {"random": 1.0, "text": 0.6}
+_WORDS = [
+    *("the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "encrypted", "file"),
+    *("drop", "broker", "worker", "chunk", "session", "key", "server", "client", "upload"),
+    *("verified", "checksum", "lorem", "ipsum", "dolor", "sit", "amet", "consectetur"),
+]
+
+
+def make_random(path: Path, size: int) -> None:
+    with path.open("wb") as out:
+        left = size
+        while left:
+            block = os.urandom(min(left, 8 * MIB))
+            out.write(block)
+            left -= len(block)
+
+
+def make_text(path: Path, size: int) -> None:
+    """Log-like lines of common words: compresses about 3-4x with zlib level 1."""
+    rng = random.Random(1)
+    block = "".join(
+        f"{i:08d} {' '.join(rng.choices(_WORDS, k=rng.randint(6, 14)))}\n" for i in range(60_000)
+    ).encode()
+    with path.open("wb") as out:
+        left = size
+        while left:
+            piece = block[: min(left, len(block))]
+            out.write(piece)
+            left -= len(piece)
+
+
+class CountingRelay:
+    """A ROUTER/DEALER relay for one client that counts the bytes it forwards."""
+
+    def __init__(self, broker: str) -> None:
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.front = self.context.socket(zmq.ROUTER)
+        self.back = self.context.socket(zmq.DEALER)
+        for sock in (self.front, self.back):
+            sock.setsockopt(zmq.LINGER, 0)
+        self.endpoint = f"tcp://127.0.0.1:{self.front.bind_to_random_port('tcp://127.0.0.1')}"
+        self.back.connect(broker)
+        self.sent = self.received = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.front, zmq.POLLIN)
+        poller.register(self.back, zmq.POLLIN)
+        peer = b""
+        while not self._stop.is_set():
+            for sock, _ in poller.poll(50):
+                if sock is self.front:
+                    peer, *frames = self.front.recv_multipart(copy=False)
+                    self.sent += sum(len(f.buffer) for f in frames)
+                    self.back.send_multipart(frames, copy=False)
+                else:
+                    frames = self.back.recv_multipart(copy=False)
+                    self.received += sum(len(f.buffer) for f in frames)
+                    self.front.send_multipart([peer, *frames], copy=False)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self.front.close(linger=0)
+        self.back.close(linger=0)
+        self.context.term()
+
+
+def reset_peak(pid: int) -> None:
+    # Writing 5 to clear_refs resets VmHWM (the peak RSS) on Linux.
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def put(stack: Stack, home: Path, path: Path, name: str, *extra: str) -> tuple[float, int]:
+    """One upload: (seconds, client peak RSS bytes). Raises if it does not verify."""
+    argv = [sys.executable, "-m", "client", "put", str(path), "--name", name, "--quiet", *extra]
+    env = stack.client_env(home, {"CIPHERDROP_CLIENT_REQUEST_TIMEOUT": "60"})
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"upload failed ({proc.returncode}): {err.read().decode()}")
+    return elapsed, usage.ru_maxrss * 1024
+
+
+def run_peer(peer: Path, files: dict[str, Path], runs: int) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {}
+    for kind, path in files.items():
+        proc = subprocess.run(
+            ["bash", str(peer), str(path), str(runs)], capture_output=True, text=True, check=False
+        )
+        if proc.returncode != 0:
+            print(f"peer failed on {kind}: {proc.stderr.strip()}", file=sys.stderr)
+            continue
+        print(f"  openssh, {kind} file:")
+        for line in proc.stdout.splitlines():
+            print(f"    {line}")
+            match = re.match(r"(\S+)\s+([\d.]+) MB/s", line)
+            if match:
+                results.setdefault(kind, {})[match[1]] = float(match[2])
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=GIB, help="bytes per test file")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--file-workers", type=int, default=2)
+    parser.add_argument("--peer", type=Path, default=PEER, help="openssh-baseline.sh path")
+    parser.add_argument("--no-peer", action="store_true", help="skip the OpenSSH baseline")
+    parser.add_argument("--tmp", type=Path, default=None, help="directory for the test files")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        base = Path(tmp)
+        files = {"random": base / "random.bin", "text": base / "text.txt"}
+        make_random(files["random"], args.size)
+        make_text(files["text"], args.size)
+        small = base / "small.bin"
+        make_random(small, MIB)
+        # Default settings, as a user gets them (heartbeat 2.5 s x 3, 3072-bit keys).
+        stack = Stack(
+            base / "stack", file_workers=args.file_workers, rsa_bits=3072, heartbeat=(2.5, 3)
+        )
+        try:
+            home = base / "home"
+            result = stack.client(home, "register", "bench")
+            if result.returncode != 0:
+                raise RuntimeError(result.stderr)
+            workers = stack.workers["file"]
+            print(f"cipherdrop upload, {args.size / 1e6:.0f} MB files, {len(workers)} file workers")
+            ours: dict[str, float] = {}
+            for kind, path in files.items():
+                rates = [
+                    args.size / put(stack, home, path, kind)[0] / 1e6 for _ in range(args.runs)
+                ]
+                ours[kind] = statistics.median(rates)
+                shown = ", ".join(f"{r:.0f}" for r in rates)
+                print(f"  ours, {kind} file: {ours[kind]:8.1f} MB/s (runs: {shown})")
+            for kind, path in files.items():
+                relay = CountingRelay(stack.endpoint)  # not timed: it costs a hop
+                try:
+                    put(stack, home, path, f"{kind}-wire", "--server", relay.endpoint)
+                finally:
+                    relay.close()
+                print(
+                    f"  wire bytes, client -> broker, {kind} file: {relay.sent / 1e6:.1f} MB"
+                    f" ({relay.sent / args.size:.3f}x the file), replies {relay.received / 1e6:.2f}"
+                    f" MB; scp: {args.size / 1e6:.1f} MB + framing (OpenSSH compresses nothing"
+                    " by default)"
+                )
+            for label, path in (("1 MiB", small), (f"{args.size / MIB:.0f} MiB", files["random"])):
+                for proc in workers:
+                    reset_peak(proc.pid)
+                _, client_peak = put(stack, home, path, f"rss-{label}")
+                peaks = ", ".join(f"{proc.name} {peak_rss(proc.pid) / MIB:.1f}" for proc in workers)
+                print(f"  peak RSS, {label} upload (MiB): client {client_peak / MIB:.1f}, {peaks}")
+        finally:
+            stack.stop()
+        peers = {} if args.no_peer else run_peer(args.peer, files, args.runs)
+    ratios = []
+    for kind, target in TARGETS.items():
+        scp = peers.get(kind, {}).get("scp-aes256-gcm")
+        if scp:
+            ratios.append(f"{kind} {ours[kind] / scp:.2f}x (target {target}x)")
+        else:
+            ratios.append(f"{kind} n/a (no scp-aes256-gcm figure)")
+    print("ratios ours / scp-aes256-gcm: " + ", ".join(ratios))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,290 @@
+"""The ``cipherdrop`` command: register, put, whoami.
+
+Every failure ends in :func:`main` as one line on standard error and an exit status from
+:class:`ExitStatus` (documented in ``docs/cli.md``); a traceback is printed only with
+``--debug``, for expected and unexpected errors alike. Standard output carries only
+results (the one-line upload summary, ``whoami``), so scripts can read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import getpass
+import os
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TextIO
+
+from client.connection import Account, Connection, TransportOptions, register
+from client.identity import (
+    IDENTITY_FILE,
+    NotRegisteredError,
+    ServerKeyMismatchError,
+    is_encrypted_pem,
+    load_identity,
+    load_private_key,
+)
+from client.progress import make_progress
+from client.upload import FileAccessError, UploadOptions, open_source, upload_file
+from common.errors import (
+    CipherdropError,
+    ConfigError,
+    IntegrityError,
+    ProtocolError,
+    RefusedError,
+    TransportError,
+)
+from common.log import configure_logging
+from common.messages import Codec, ErrorCode
+from common.names import InvalidNameError, validate_client_name, validate_file_name
+from config import Settings, load_settings
+
+__all__ = ["ExitStatus", "build_parser", "exit_status_for", "main"]
+
+PASSPHRASE_VARIABLE = "CIPHERDROP_PASSPHRASE"  # noqa: S105 (a variable name)
+
+
+class ExitStatus(enum.IntEnum):
+    """Exit statuses of ``cipherdrop``; ``docs/cli.md`` documents each one."""
+
+    OK = 0
+    ERROR = 1  # anything not listed below (a bug, a malformed reply)
+    USAGE = 2  # bad command line (argparse) or a name the protocol does not allow
+    CONFIG = 3  # bad setting, config file, home directory or passphrase
+    UNREACHABLE = 4  # no answer from the server, or no worker for the service
+    NOT_REGISTERED = 5  # no identity in the home directory, or the server does not know it
+    REFUSED = 6  # the server said no: name taken, bad proof, not found...
+    FILE_ERROR = 7  # the local file is missing, unreadable or changed while read
+    INTEGRITY = 8  # the upload could not be verified (CRC/size mismatch, tampered chunk)
+    SERVER_KEY_MISMATCH = 9  # the server's key is not the pinned one
+    INTERRUPTED = 130  # Ctrl-C
+
+
+def exit_status_for(exc: BaseException) -> ExitStatus:
+    """The one mapping from an error to the exit status."""
+    if isinstance(exc, KeyboardInterrupt):
+        return ExitStatus.INTERRUPTED
+    if isinstance(exc, ServerKeyMismatchError):
+        return ExitStatus.SERVER_KEY_MISMATCH
+    if isinstance(exc, NotRegisteredError):
+        return ExitStatus.NOT_REGISTERED
+    if isinstance(exc, InvalidNameError):
+        return ExitStatus.USAGE
+    if isinstance(exc, ConfigError):
+        return ExitStatus.CONFIG
+    if isinstance(exc, TransportError):
+        return ExitStatus.UNREACHABLE
+    if isinstance(exc, RefusedError):
+        if exc.code == "503":
+            return ExitStatus.UNREACHABLE
+        if exc.code == ErrorCode.UNKNOWN_CLIENT:
+            return ExitStatus.NOT_REGISTERED
+        return ExitStatus.REFUSED
+    if isinstance(exc, FileAccessError):
+        return ExitStatus.FILE_ERROR
+    if isinstance(exc, IntegrityError):
+        return ExitStatus.INTEGRITY
+    return ExitStatus.ERROR
+
+
+def _message(exc: BaseException, endpoint: str | None) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, TransportError | RefusedError) and exit_status_for(exc) == 4:
+        return f"cannot reach the server at {endpoint or '?'}: {exc}"
+    if isinstance(exc, InvalidNameError):
+        return f"invalid name: {exc}"
+    if isinstance(exc, ProtocolError):
+        return f"protocol error: {exc}"
+    if isinstance(exc, CipherdropError):
+        return str(exc) or type(exc).__name__
+    return f"unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)"
+
+
+# --- the command line --------------------------------------------------------------------
+
+
+def _global_options(parser: argparse.ArgumentParser, default: object) -> None:
+    # Added to the main parser and every subcommand, so they work before or after it; on
+    # subcommands the default is SUPPRESS so they do not erase a value given earlier.
+    parser.add_argument("--config", type=Path, default=default, help="TOML settings file")
+    parser.add_argument("--server", default=default, help="broker endpoint, tcp://HOST:PORT")
+    parser.add_argument("--home", default=default, help="client home (CIPHERDROP_HOME)")
+    parser.add_argument(
+        "--debug", action="store_true", default=default or False, help="show tracebacks"
+    )
+    parser.add_argument(
+        "--log-level",
+        default=default,
+        choices=("debug", "info", "warning", "error", "critical"),
+        help="log level (default: warning)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``cipherdrop``."""
+    parser = argparse.ArgumentParser(
+        prog="cipherdrop", description="Encrypted file drop client. Exit statuses: docs/cli.md."
+    )
+    _global_options(parser, None)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    reg = commands.add_parser("register", help="create an identity and register it")
+    reg.add_argument("name", help="the client name to register")
+    reg.add_argument("--server-fingerprint", help="expected server fingerprint (SHA256:...)")
+    reg.add_argument("--passphrase", action="store_true", help="protect the private key")
+    put = commands.add_parser("put", help="upload a file")
+    put.add_argument("file", type=Path, help="the file to upload")
+    put.add_argument("--name", help="name to store it under (default: the file's name)")
+    put.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    put.add_argument("--passphrase", action="store_true", help="ask for the key's passphrase")
+    commands.add_parser("whoami", help="show this client's identity")
+    for sub in (reg, put, commands.choices["whoami"]):
+        _global_options(sub, argparse.SUPPRESS)
+    return parser
+
+
+def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+    flags = {
+        "client.server": args.server,
+        "client.home": args.home,
+        "log.level": args.log_level,
+        "client.server_fingerprint": getattr(args, "server_fingerprint", None),
+    }
+    return load_settings(args.config, env, flags)
+
+
+def _passphrase(
+    env: Mapping[str, str], asked: bool, needed: bool, confirm: bool, stderr: TextIO
+) -> str | None:
+    if env.get(PASSPHRASE_VARIABLE):
+        return env[PASSPHRASE_VARIABLE]
+    if not (asked or needed):
+        return None
+    if not sys.stdin.isatty():
+        raise ConfigError(f"a passphrase is needed: set {PASSPHRASE_VARIABLE} or use a terminal")
+    first = getpass.getpass("passphrase for the private key: ", stream=stderr)
+    if confirm and getpass.getpass("again: ", stream=stderr) != first:
+        raise ConfigError("the two passphrases differ")
+    if not first:
+        raise ConfigError("empty passphrase")
+    return first
+
+
+def _options(settings: Settings) -> TransportOptions:
+    c = settings.client
+    return TransportOptions(timeout=c.request_timeout, retries=c.retries, window=c.window)
+
+
+# --- the commands ------------------------------------------------------------------------
+
+
+class _Context:
+    def __init__(
+        self, args: argparse.Namespace, env: Mapping[str, str], out: TextIO, err: TextIO
+    ) -> None:
+        self.args, self.env, self.out, self.err = args, env, out, err
+        self.endpoint: str | None = None
+
+    def say(self, text: str) -> None:
+        if not getattr(self.args, "quiet", False):
+            print(text, file=self.err, flush=True)
+
+
+def _register(ctx: _Context, settings: Settings) -> None:
+    home = settings.client.home
+    name = validate_client_name(ctx.args.name)
+    if (home / IDENTITY_FILE).exists():
+        current = load_identity(home)
+        raise ConfigError(
+            f"{home} already holds the identity {current.name!r}; use --home for another one"
+        )
+    passphrase = _passphrase(ctx.env, ctx.args.passphrase, False, True, ctx.err)
+    ctx.endpoint = settings.client.server
+    conn = Connection(ctx.endpoint, _options(settings))
+    try:
+        identity = register(
+            conn,
+            home,
+            name,
+            server_fingerprint=settings.client.server_fingerprint or None,
+            rsa_bits=settings.crypto.rsa_bits,
+            passphrase=passphrase,
+            on_event=ctx.say,
+        )
+    finally:
+        conn.close()
+    print(f"registered {identity.name} as {identity.client_id.hex()}", file=ctx.out)
+
+
+def _put(ctx: _Context, settings: Settings) -> None:
+    path: Path = ctx.args.file
+    name = validate_file_name(ctx.args.name or path.name)
+    home = settings.client.home
+    identity = load_identity(home)
+    needed = is_encrypted_pem(home)
+    private_key = load_private_key(
+        home, _passphrase(ctx.env, ctx.args.passphrase, needed, False, ctx.err)
+    )
+    options = UploadOptions(
+        chunk_size=settings.client.chunk_size,
+        compression=Codec.NONE if settings.client.compression == "none" else Codec.ZLIB,
+        level=settings.client.compression_level,
+    )
+    ctx.endpoint = ctx.args.server or identity.server
+    stream, size = open_source(path)  # a missing file fails before any network traffic
+    with stream:
+        conn = Connection(ctx.endpoint, _options(settings))
+        progress = make_progress(size, name, quiet=ctx.args.quiet, stream=ctx.err)
+        try:
+            server_key, _ = conn.pinned_server_key(home, identity.server_fingerprint)
+            account = Account(conn, identity, private_key, server_key)
+            result = upload_file(account, stream, size, name, options, progress)
+        finally:
+            progress.close()
+            conn.close()
+    print(f"{result.name}  {result.size} bytes  cksum {result.crc}  verified", file=ctx.out)
+
+
+def _whoami(ctx: _Context, settings: Settings) -> None:
+    identity = load_identity(settings.client.home)
+    print(f"name         {identity.name}", file=ctx.out)
+    print(f"client id    {identity.client_id.hex()}", file=ctx.out)
+    print(f"server       {identity.server}", file=ctx.out)
+    print(f"fingerprint  {identity.server_fingerprint}", file=ctx.out)
+    print(f"home         {identity.home}", file=ctx.out)
+
+
+COMMANDS: dict[str, Callable[[_Context, Settings], None]] = {
+    "register": _register,
+    "put": _put,
+    "whoami": _whoami,
+}
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run ``cipherdrop``; the exit status (argparse exits 2 itself on usage errors)."""
+    out = stdout if stdout is not None else sys.stdout
+    err = stderr if stderr is not None else sys.stderr
+    environ = os.environ if env is None else env
+    args = build_parser().parse_args(argv)
+    ctx = _Context(args, environ, out, err)
+    try:
+        settings = _settings(args, environ)
+        # Logs are for diagnosis; a user command prints warnings and errors only by default.
+        level = args.log_level or ("warning" if settings.log.level == "info" else None)
+        configure_logging(level or settings.log.level, settings.log.format, err)
+        COMMANDS[args.command](ctx, settings)
+    except (Exception, KeyboardInterrupt) as exc:
+        if args.debug:
+            traceback.print_exc(file=err)
+        print(f"cipherdrop: error: {_message(exc, ctx.endpoint)}", file=err, flush=True)
+        return exit_status_for(exc)
+    return ExitStatus.OK

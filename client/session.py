@@ -1,0 +1,309 @@
+"""The client's half of the request flows, without I/O: build requests, open replies.
+
+Every builder returns an :class:`Outgoing` (the two body frames plus what is needed to
+open the reply); every ``open_*`` function takes that and the reply body and returns a
+validated message or raises. Nothing here touches a socket or reads a clock: the caller
+passes the time in (``now_ms``). ``docs/protocol.md`` section 5 is the contract.
+
+Guarantees:
+
+* A reply is accepted only if it answers the request (same request id, the expected reply
+  type or an error reply) and opens under the key it must be sealed with: the one-time key
+  of a request sealed to the server, or the session's server-to-client key.
+* A session is granted only if the server's signature over the grant and our request's
+  nonce verifies with the pinned server key, so an interceptor cannot hand us a session.
+* An :class:`ErrorReply` becomes ``RefusedError(code, sentence)`` whose sentence a person
+  can act on. Unsealed error replies are accepted (a server that cannot open a request
+  has no key to seal with); they can only make a request fail, which dropping it could too.
+* Anything malformed is :class:`RemoteProtocolError`; anything that fails to open or verify
+  is the opaque :class:`IntegrityError`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from common import crypto, keys
+from common.codec import (
+    decode_body,
+    decode_envelope,
+    encode_body,
+    encode_envelope,
+    key_request_signed_bytes,
+    new_request_id,
+    session_granted_signed_bytes,
+)
+from common.errors import RefusedError, RemoteProtocolError
+from common.keys import RsaKey
+from common.messages import (
+    NO_FLAGS,
+    PROTOCOL_VERSION,
+    ChunkStored,
+    Codec,
+    Envelope,
+    ErrorCode,
+    ErrorReply,
+    Flags,
+    KeyRequest,
+    Message,
+    MessageType,
+    Registered,
+    RegisterRequest,
+    ServerKey,
+    ServerKeyRequest,
+    SessionGranted,
+    StreamPosition,
+    reply_type,
+    type_of,
+)
+
+__all__ = [
+    "KeyExchange",
+    "Outgoing",
+    "Session",
+    "chunk_aad",
+    "chunk_request",
+    "key_request",
+    "open_registered",
+    "open_reply",
+    "open_server_key",
+    "open_session_granted",
+    "refused",
+    "register_request",
+    "server_key_request",
+    "session_request",
+]
+
+M = TypeVar("M", bound=Message)
+Buffer = bytes | bytearray | memoryview
+Frame = bytes | memoryview  # a received body frame
+
+# What a person can do about each refusal; the server's own words follow after a colon.
+SENTENCES: dict[ErrorCode, str] = {
+    ErrorCode.BAD_REQUEST: "the server could not understand the request",
+    ErrorCode.UNSUPPORTED_VERSION: "the server speaks another protocol version",
+    ErrorCode.NAME_TAKEN: "that name is already registered; choose another one",
+    ErrorCode.INVALID_NAME: "the server refused the name",
+    ErrorCode.UNKNOWN_CLIENT: "the server does not know this client (register again?)",
+    ErrorCode.BAD_PROOF: "the server refused this client's proof of identity",
+    ErrorCode.SESSION_EXPIRED: "the session has expired",
+    ErrorCode.UNKNOWN_SESSION: "the server does not know this session",
+    ErrorCode.NOT_FOUND: "no such file or transfer",
+    ErrorCode.INTEGRITY: "data failed its integrity check on the server (altered in transit?)",
+    ErrorCode.TOO_LARGE: "too large for the server",
+    ErrorCode.CONFLICT: "the request conflicts with the state of the transfer",
+    ErrorCode.INTERNAL: "the server failed; try again",
+    ErrorCode.UNAVAILABLE: "the server is busy; try again later",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A request ready to send, and what it takes to open its reply."""
+
+    frames: tuple[bytes, bytes]
+    request_id: bytes
+    expect: MessageType
+    reply_key: bytes | None = field(default=None, repr=False)  # one-time key, if sealed
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A granted session: its id (the envelopes' key_id) and directional keys."""
+
+    client_id: bytes
+    session_id: bytes
+    keys: crypto.SessionKeys = field(repr=False)
+    expires_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyExchange:
+    """A key request in flight: the nonce the server's grant must be bound to."""
+
+    outgoing: Outgoing
+    client_id: bytes
+    nonce: bytes
+
+
+def refused(reply: ErrorReply) -> RefusedError:
+    """The RefusedError for an error reply, worded for a person."""
+    sentence = SENTENCES.get(reply.code, "the server refused the request")
+    return RefusedError(str(reply.code), f"{sentence}: {reply.message}")
+
+
+# --- building requests -------------------------------------------------------------------
+
+
+def _envelope(
+    msg_type: MessageType, flags: Flags, client_id: bytes = b"", key_id: bytes = b""
+) -> Envelope:
+    return Envelope(
+        version=PROTOCOL_VERSION,
+        type=msg_type,
+        client_id=client_id,
+        key_id=key_id,
+        request_id=new_request_id(),
+        flags=flags,
+    )
+
+
+def server_key_request() -> Outgoing:
+    """Ask for the server's public key (plain: there is nothing to hide or bind yet)."""
+    env = _envelope(MessageType.SERVER_KEY_REQUEST, NO_FLAGS)
+    frames = (encode_envelope(env), encode_body(ServerKeyRequest()))
+    return Outgoing(frames, env.request_id, MessageType.SERVER_KEY)
+
+
+def _sealed_to_server(server_key: RsaKey, msg: Message) -> Outgoing:
+    env = _envelope(type_of(msg), Flags.SEALED_TO_SERVER)
+    env_bytes = encode_envelope(env)
+    payload, one_time_key = keys.seal_to_public_key(server_key, encode_body(msg), env_bytes)
+    return Outgoing((env_bytes, payload), env.request_id, reply_type(env.type), one_time_key)
+
+
+def register_request(server_key: RsaKey, name: str) -> Outgoing:
+    """RegisterRequest sealed to the pinned server key."""
+    return _sealed_to_server(server_key, RegisterRequest(name))
+
+
+def key_request(
+    server_key: RsaKey, client_id: bytes, name: str, private_key: RsaKey, now_ms: int
+) -> KeyExchange:
+    """A KeyRequest proving possession of ``private_key``, sealed to the server key."""
+    nonce = secrets.token_bytes(16)
+    unsigned = KeyRequest(client_id, name, keys.public_key_der(private_key), now_ms, nonce, b"-")
+    signature = keys.sign(private_key, key_request_signed_bytes(unsigned))
+    request = KeyRequest(client_id, name, unsigned.public_key, now_ms, nonce, signature)
+    return KeyExchange(_sealed_to_server(server_key, request), client_id, nonce)
+
+
+def session_request(session: Session, msg: Message) -> Outgoing:
+    """A control message sealed under the session's client-to-server key."""
+    env = _envelope(type_of(msg), Flags.SESSION, session.client_id, session.session_id)
+    env_bytes = encode_envelope(env)
+    payload = crypto.seal(session.keys.client_to_server, encode_body(msg), env_bytes)
+    return Outgoing((env_bytes, payload), env.request_id, reply_type(env.type))
+
+
+def chunk_aad(transfer_id: bytes, codec: Codec) -> bytes:
+    """The caller's part of a chunk's associated data: transfer id and codec byte."""
+    return transfer_id + bytes((codec,))
+
+
+def chunk_request(
+    session: Session,
+    data_key: bytes,
+    position: StreamPosition,
+    codec: Codec,
+    data: Buffer,
+) -> Outgoing:
+    """UPLOAD_CHUNK: ``data`` (already compressed per ``codec``) sealed under the data key."""
+    env = Envelope(
+        version=PROTOCOL_VERSION,
+        type=MessageType.UPLOAD_CHUNK,
+        client_id=session.client_id,
+        key_id=session.session_id,
+        request_id=new_request_id(),
+        flags=Flags.SESSION,
+        codec=codec,
+        stream=position,
+    )
+    aad = chunk_aad(position.transfer_id, codec)
+    payload = crypto.seal_chunk(data_key, position.index, position.final, data, aad)
+    return Outgoing((encode_envelope(env), payload), env.request_id, MessageType.CHUNK_STORED)
+
+
+# --- opening replies ---------------------------------------------------------------------
+
+
+def _check_reply(req: Outgoing, reply: Sequence[Frame]) -> tuple[Envelope, bytes, Frame]:
+    if len(reply) != 2:
+        raise RemoteProtocolError(f"reply has {len(reply)} body frames, expected 2")
+    env_bytes = bytes(reply[0])
+    env = decode_envelope(env_bytes)
+    if env.request_id != req.request_id:
+        raise RemoteProtocolError("reply answers another request")
+    if env.type not in (req.expect, MessageType.ERROR_REPLY):
+        raise RemoteProtocolError(f"reply of type {env.type.name}, expected {req.expect.name}")
+    return env, env_bytes, reply[1]
+
+
+def _body(env: Envelope, plaintext: Frame, cls: type[M]) -> M:
+    msg = decode_body(env.type, plaintext)
+    if isinstance(msg, ErrorReply):
+        raise refused(msg)
+    if not isinstance(msg, cls):
+        raise RemoteProtocolError(f"reply body is {type(msg).__name__}, expected {cls.__name__}")
+    return msg
+
+
+def _plain_error(env: Envelope, payload: Frame) -> None:
+    """Raise the refusal in an unsealed error reply; other unsealed replies are refused."""
+    if env.type is not MessageType.ERROR_REPLY:
+        raise RemoteProtocolError(f"{env.type.name} reply must be sealed")
+    _body(env, payload, ErrorReply)
+
+
+def open_server_key(req: Outgoing, reply: Sequence[Frame]) -> bytes:
+    """The server's public key DER, checked to be a sane RSA key (pinning is the caller's)."""
+    env, _, payload = _check_reply(req, reply)
+    if env.flags is not NO_FLAGS:
+        raise RemoteProtocolError("ServerKey reply must be plain")
+    der = _body(env, payload, ServerKey).public_key
+    keys.load_public_key(der)
+    return der
+
+
+def _open_sealed_reply(req: Outgoing, reply: Sequence[Frame], cls: type[M]) -> M:
+    env, env_bytes, payload = _check_reply(req, reply)
+    if env.flags is NO_FLAGS:
+        _plain_error(env, payload)
+    # SEALED_REPLY is the documented flag; SEALED_TO_SERVER is read the same way because
+    # both mean "under the one-time key of the request this answers".
+    if env.flags not in (Flags.SEALED_REPLY, Flags.SEALED_TO_SERVER) or req.reply_key is None:
+        raise RemoteProtocolError(f"reply protected by {env.flags!r}, expected SEALED_REPLY")
+    return _body(env, crypto.open_sealed(req.reply_key, payload, env_bytes), cls)
+
+
+def open_registered(req: Outgoing, reply: Sequence[Frame]) -> bytes:
+    """The new client id from a Registered reply."""
+    return _open_sealed_reply(req, reply, Registered).client_id
+
+
+def open_session_granted(
+    kx: KeyExchange, reply: Sequence[Frame], server_key: RsaKey, private_key: RsaKey
+) -> Session:
+    """Verify the grant's signature with the pinned server key and unwrap the session key."""
+    env, _, payload = _check_reply(kx.outgoing, reply)
+    if env.flags is NO_FLAGS and env.type is MessageType.SESSION_GRANTED:
+        grant = _body(env, payload, SessionGranted)  # signed, and its key is wrapped to us
+    else:
+        grant = _open_sealed_reply(kx.outgoing, reply, SessionGranted)
+    keys.verify(server_key, session_granted_signed_bytes(grant, kx.nonce), grant.signature)
+    session_key = keys.unwrap_key(private_key, grant.wrapped_key)
+    return Session(
+        client_id=kx.client_id,
+        session_id=grant.session_id,
+        keys=crypto.derive_session_keys(session_key, grant.session_id),
+        expires_at=grant.expires_at,
+    )
+
+
+def open_reply(session: Session, req: Outgoing, reply: Sequence[Frame], cls: type[M]) -> M:
+    """The body of a session-sealed reply, which must be a ``cls``."""
+    env, env_bytes, payload = _check_reply(req, reply)
+    if env.flags is NO_FLAGS:
+        _plain_error(env, payload)
+    if env.flags is not Flags.SESSION or env.key_id != session.session_id:
+        raise RemoteProtocolError("reply is not sealed under this session")
+    plaintext = crypto.open_sealed(session.keys.server_to_client, payload, env_bytes)
+    return _body(env, plaintext, cls)
+
+
+def open_chunk_stored(session: Session, req: Outgoing, reply: Sequence[Frame]) -> ChunkStored:
+    """The ChunkStored answer to an UPLOAD_CHUNK."""
+    return open_reply(session, req, reply, ChunkStored)

@@ -1,0 +1,259 @@
+"""The upload pipeline: read, checksum, compress, seal and send a file chunk by chunk.
+
+One attempt is ``UploadBegin`` (the server may already hold some chunks: resume), one
+``UPLOAD_CHUNK`` per chunk with at most ``window`` in flight, ``UploadCommit``, then the
+verdict. The client computes the POSIX ``cksum`` CRC of what it read and compares size and
+CRC with what the server assembled: equal means ``UploadConfirm(OK)`` and a verified file;
+different means ``RESEND`` and another attempt, up to :data:`MAX_ATTEMPTS`, then
+``GIVE_UP`` and an :class:`IntegrityError`. A chunk the server could not authenticate
+(altered in transit) fails the attempt the same way.
+
+Guarantees: memory is bounded by the window, not the file: one read buffer is reused for
+every chunk (the sealed copy is what waits in flight), and the file is never read whole.
+Success is returned only for a file the server reported as verified. If the session
+expires mid-upload the key exchange runs once more and the upload resumes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from client import session as core
+from client.connection import FILE_SERVICE, SESSION_ERRORS, Account
+from client.progress import Progress
+from common.cksum import Cksum
+from common.codec import decode_envelope
+from common.compress import compress_chunk
+from common.errors import CipherdropError, IntegrityError, RefusedError, RemoteProtocolError
+from common.fields import chunk_count_for
+from common.messages import (
+    Codec,
+    ErrorCode,
+    StreamPosition,
+    UploadBegin,
+    UploadCommit,
+    UploadCommitted,
+    UploadConfirm,
+    UploadDone,
+    UploadReady,
+    Verdict,
+)
+
+__all__ = [
+    "MAX_ATTEMPTS",
+    "FileAccessError",
+    "UploadOptions",
+    "UploadResult",
+    "open_source",
+    "upload_file",
+]
+
+MAX_ATTEMPTS = 3  # the seed's rule: CRC ok / resend / give up after three tries
+_log = structlog.get_logger()
+
+
+class FileAccessError(CipherdropError):
+    """The local file is missing, unreadable, not a regular file, or changed while read."""
+
+
+@dataclass(frozen=True, slots=True)
+class UploadOptions:
+    """Upload tuning, from ``settings.client``."""
+
+    chunk_size: int = 1024 * 1024
+    compression: Codec = Codec.ZLIB
+    level: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResult:
+    """A verified upload: the size and CRC both sides agreed on."""
+
+    name: str
+    size: int
+    crc: int
+    attempts: int
+
+
+class _Mismatch(Exception):
+    """This attempt ended with a size/CRC disagreement or a refused chunk."""
+
+
+def open_source(path: Path) -> tuple[io.FileIO, int]:
+    """Open a regular file for reading; its size. FileAccessError on any failure."""
+    try:
+        # Unbuffered: readinto fills our buffer straight from the kernel, no second copy.
+        stream = Path(path).open("rb", buffering=0)  # noqa: SIM115 (the caller closes it)
+    except OSError as exc:
+        raise FileAccessError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    info = os.fstat(stream.fileno())
+    if not stat.S_ISREG(info.st_mode):
+        stream.close()
+        raise FileAccessError(f"cannot read {path}: not a regular file")
+    return stream, info.st_size
+
+
+def upload_file(
+    account: Account,
+    stream: io.FileIO,
+    size: int,
+    name: str,
+    options: UploadOptions,
+    progress: Progress,
+) -> UploadResult:
+    """Upload the ``size`` bytes of ``stream`` (see :func:`open_source`) as ``name``.
+
+    Returns only once the server has verified the file; the caller closes ``stream``.
+    """
+    reconnects = 1
+    attempt = 1
+    while True:
+        try:
+            return _attempt(account, stream, size, name, options, progress, attempt)
+        except _Mismatch as exc:
+            _log.warning("upload.mismatch", name=name, attempt=attempt, reason=str(exc))
+            if attempt >= MAX_ATTEMPTS:
+                raise IntegrityError(
+                    f"upload of {name} failed verification {attempt} times ({exc}); gave up"
+                ) from None
+            attempt += 1
+        except RefusedError as exc:
+            if exc.code not in SESSION_ERRORS or reconnects == 0:
+                raise
+            reconnects -= 1
+            account.conn.reset()
+            account.reconnect()
+
+
+def _attempt(
+    account: Account,
+    stream: io.FileIO,
+    size: int,
+    name: str,
+    options: UploadOptions,
+    progress: Progress,
+    attempt: int,
+) -> UploadResult:
+    count = chunk_count_for(size, options.chunk_size)
+    ready = account.call(UploadBegin(name, size, options.chunk_size, count), UploadReady)
+    last = attempt >= MAX_ATTEMPTS
+    progress.reset(total=size)
+    try:
+        crc = _send_chunks(account, stream, size, ready, options, progress)
+    except RefusedError as exc:
+        account.conn.reset()  # chunks of this attempt may still be in flight
+        if exc.code != ErrorCode.INTEGRITY:
+            raise
+        _confirm(account, ready.transfer_id, Verdict.GIVE_UP if last else Verdict.RESEND)
+        raise _Mismatch("a chunk failed authentication on the server") from exc
+    committed = _commit(account, ready.transfer_id)
+    if committed.transfer_id != ready.transfer_id:
+        raise RemoteProtocolError("UploadCommitted names another transfer")
+    if (committed.size, committed.crc) != (size, crc):
+        _confirm(account, ready.transfer_id, Verdict.GIVE_UP if last else Verdict.RESEND)
+        raise _Mismatch(
+            f"server has {committed.size} bytes with CRC {committed.crc},"
+            f" we sent {size} bytes with CRC {crc}"
+        )
+    done = account.call(UploadConfirm(ready.transfer_id, Verdict.OK), UploadDone)
+    if not done.verified:
+        raise IntegrityError(f"the server did not mark {name} as verified")
+    _log.info("upload.done", name=name, size=size, crc=crc, attempts=attempt)
+    return UploadResult(name, size, crc, attempt)
+
+
+def _commit(account: Account, transfer_id: bytes) -> UploadCommitted:
+    """Commit; a second time if the server reports a concurrent change (two workers may both
+    hold the commit when the broker re-queued it), which then answers the settled state."""
+    try:
+        return account.call(UploadCommit(transfer_id), UploadCommitted)
+    except RefusedError as exc:
+        if exc.code != ErrorCode.CONFLICT:
+            raise
+        _log.info("upload.commit_again", reason=str(exc))
+    return account.call(UploadCommit(transfer_id), UploadCommitted)
+
+
+def _confirm(account: Account, transfer_id: bytes, verdict: Verdict) -> None:
+    """Tell the server to drop a failed attempt; a refusal here changes nothing for us."""
+    try:
+        account.call(UploadConfirm(transfer_id, verdict), UploadDone)
+    except RefusedError as exc:
+        _log.info("upload.confirm_refused", verdict=verdict.name, code=exc.code)
+
+
+def _send_chunks(
+    account: Account,
+    stream: io.FileIO,
+    size: int,
+    ready: UploadReady,
+    options: UploadOptions,
+    progress: Progress,
+) -> int:
+    """Send every chunk the server lacks, ``window`` in flight; the CRC of the whole file."""
+    crc = Cksum()
+    in_flight: dict[bytes, tuple[core.Outgoing, int]] = {}
+    session = account.session
+    bodies = _chunk_requests(session, stream, size, ready, options, crc, in_flight, progress)
+    for reply in account.conn.transport.map(FILE_SERVICE, (req.frames for req in bodies)):
+        req, length = in_flight.pop(decode_envelope(reply[0]).request_id)
+        stored = core.open_chunk_stored(session, req, reply)
+        if stored.transfer_id != ready.transfer_id:
+            raise RemoteProtocolError("ChunkStored names another transfer")
+        progress.update(length)
+    if crc.length != size:
+        raise FileAccessError("the file changed while it was being read")
+    return crc.digest()
+
+
+def _chunk_requests(
+    session: core.Session,
+    stream: io.FileIO,
+    size: int,
+    ready: UploadReady,
+    options: UploadOptions,
+    crc: Cksum,
+    in_flight: dict[bytes, tuple[core.Outgoing, int]],
+    progress: Progress,
+) -> Iterator[core.Outgoing]:
+    chunk_size = options.chunk_size
+    count = chunk_count_for(size, chunk_size)
+    stored = frozenset(ready.stored)
+    # One buffer for the whole file: sealing copies the bytes, so it is free again as soon
+    # as the request is built.
+    view = memoryview(bytearray(min(chunk_size, size)))
+    stream.seek(0)
+    for index in range(count):
+        length = min(chunk_size, size - index * chunk_size)
+        piece = view[:length]
+        _read_exact(stream, piece)
+        crc.update(piece)
+        if index in stored:
+            progress.update(length)
+            continue
+        codec, data = compress_chunk(piece, options.compression, options.level)
+        position = StreamPosition(ready.transfer_id, index, index == count - 1)
+        req = core.chunk_request(session, ready.data_key, position, codec, data)
+        in_flight[req.request_id] = (req, length)
+        yield req
+    if stream.read(1):
+        raise FileAccessError("the file grew while it was being read")
+
+
+def _read_exact(stream: io.FileIO, piece: memoryview) -> None:
+    filled = 0
+    while filled < len(piece):
+        try:
+            got = stream.readinto(piece[filled:])
+        except OSError as exc:
+            raise FileAccessError(f"cannot read the file: {exc.strerror or exc}") from exc
+        if not got:
+            raise FileAccessError("the file shrank while it was being read")
+        filled += got

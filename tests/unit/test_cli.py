@@ -1,0 +1,218 @@
+"""The ``cipherdrop`` command line: argument errors, exit statuses, one-line errors.
+
+Run in-process through ``client.cli.main`` with captured streams and an explicit
+environment; the only socket opened (the unreachable-server case) is closed with linger 0
+by the client itself and points at a port where nothing listens.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from client import cli, identity
+from client.cli import ExitStatus, exit_status_for
+from client.upload import FileAccessError
+from common import keys
+from common.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    IntegrityError,
+    InvalidNameError,
+    RefusedError,
+    RemoteProtocolError,
+    Timeout,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(argv: list[str], home: Path, **env: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    environ = {"CIPHERDROP_HOME": str(home), **env}
+    code = cli.main(argv, environ, out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.fixture(scope="module")
+def private_key() -> keys.RsaKey:
+    return keys.generate_private_key(2048)
+
+
+@pytest.fixture
+def registered(tmp_path: Path, private_key: keys.RsaKey) -> Path:
+    home = tmp_path / "home"
+    saved = identity.Identity(
+        "alice", bytes(range(16)), f"tcp://127.0.0.1:{free_port()}", "SHA256:ab", home
+    )
+    identity.save_identity(saved, private_key, None)
+    return home
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (KeyboardInterrupt(), ExitStatus.INTERRUPTED),
+        (identity.ServerKeyMismatchError("x"), ExitStatus.SERVER_KEY_MISMATCH),
+        (identity.NotRegisteredError("x"), ExitStatus.NOT_REGISTERED),
+        (InvalidNameError("x"), ExitStatus.USAGE),
+        (ConfigError("x"), ExitStatus.CONFIG),
+        (BrokerUnavailable("x"), ExitStatus.UNREACHABLE),
+        (Timeout("x"), ExitStatus.UNREACHABLE),
+        (RefusedError("503", "no worker"), ExitStatus.UNREACHABLE),
+        (RefusedError("unknown-client", "x"), ExitStatus.NOT_REGISTERED),
+        (RefusedError("name-taken", "x"), ExitStatus.REFUSED),
+        (RefusedError("bad-proof", "x"), ExitStatus.REFUSED),
+        (FileAccessError("x"), ExitStatus.FILE_ERROR),
+        (IntegrityError(), ExitStatus.INTEGRITY),
+        (RemoteProtocolError("x"), ExitStatus.ERROR),
+        (RuntimeError("x"), ExitStatus.ERROR),
+    ],
+)
+def test_every_error_has_its_exit_status(error: BaseException, status: ExitStatus) -> None:
+    assert exit_status_for(error) == status
+
+
+def test_exit_statuses_are_distinct() -> None:
+    assert len({int(s) for s in ExitStatus}) == len(ExitStatus)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["frobnicate"], ["put"], ["register"], ["put", "f", "--bogus"], ["--log-level", "loud"]],
+)
+def test_usage_errors_exit_2_without_traceback(argv: list[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as info:
+        run(argv, tmp_path)
+    assert info.value.code == ExitStatus.USAGE
+
+
+def test_usage_error_from_the_real_command_prints_usage_only() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "client", "put"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "usage: cipherdrop" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_whoami_without_identity_is_not_registered(tmp_path: Path) -> None:
+    code, out, err = run(["whoami"], tmp_path / "nobody")
+    assert code == ExitStatus.NOT_REGISTERED
+    assert out == ""
+    assert err.startswith("cipherdrop: error: not registered")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_whoami_prints_the_identity(registered: Path) -> None:
+    code, out, err = run(["whoami"], registered)
+    assert (code, err) == (ExitStatus.OK, "")
+    assert "alice" in out and bytes(range(16)).hex() in out and "SHA256:ab" in out
+
+
+def test_global_flags_work_after_the_command(registered: Path, tmp_path: Path) -> None:
+    code, _, _ = run(["whoami", "--home", str(registered)], tmp_path / "elsewhere")
+    assert code == ExitStatus.OK
+
+
+def test_missing_file_exits_7(registered: Path, tmp_path: Path) -> None:
+    # The file is checked before anything is sent (the server here does not exist).
+    code, _, err = run(["put", str(tmp_path / "missing.bin")], registered)
+    assert code == ExitStatus.FILE_ERROR, err
+    assert "missing.bin" in err and "Traceback" not in err
+
+
+def test_directory_is_not_uploadable(registered: Path, tmp_path: Path) -> None:
+    code, _, err = run(["put", str(tmp_path)], registered)
+    assert code == ExitStatus.FILE_ERROR, err
+
+
+def test_traversing_name_is_a_usage_error(registered: Path, tmp_path: Path) -> None:
+    source = tmp_path / "a.txt"
+    source.write_text("x")
+    code, _, err = run(["put", str(source), "--name", "../../etc/passwd"], registered)
+    assert code == ExitStatus.USAGE
+    assert "invalid name" in err
+
+
+def test_unreachable_server_exits_4(tmp_path: Path) -> None:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    code, _, err = run(
+        ["register", "alice", "--server", endpoint],
+        tmp_path / "home",
+        CIPHERDROP_CLIENT_REQUEST_TIMEOUT="0.2",
+        CIPHERDROP_CLIENT_RETRIES="0",
+    )
+    assert code == ExitStatus.UNREACHABLE
+    assert f"cannot reach the server at {endpoint}" in err
+    assert not (tmp_path / "home" / identity.IDENTITY_FILE).exists()
+
+
+def test_bad_setting_exits_3(tmp_path: Path) -> None:
+    code, _, err = run(["whoami"], tmp_path, CIPHERDROP_CLIENT_WINDOW="zero")
+    assert code == ExitStatus.CONFIG
+    assert "client.window" in err
+
+
+def test_register_twice_in_one_home_is_refused(registered: Path) -> None:
+    code, _, err = run(["register", "bob"], registered)
+    assert code == ExitStatus.CONFIG
+    assert "already holds the identity 'alice'" in err
+
+
+def test_encrypted_key_without_passphrase_off_a_terminal(
+    tmp_path: Path, private_key: keys.RsaKey
+) -> None:
+    home = tmp_path / "home"
+    saved = identity.Identity("alice", bytes(16), "tcp://127.0.0.1:1", "SHA256:ab", home)
+    identity.save_identity(saved, private_key, "secret words")
+    source = tmp_path / "a.txt"
+    source.write_text("x")
+    code, _, err = run(["put", str(source)], home)
+    assert code == ExitStatus.CONFIG
+    assert "CIPHERDROP_PASSPHRASE" in err
+
+
+def test_unexpected_error_is_one_line_without_debug(
+    registered: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(ctx: object, settings: object) -> None:
+        raise RuntimeError("something odd")
+
+    monkeypatch.setitem(cli.COMMANDS, "whoami", broken)
+    code, _, err = run(["whoami"], registered)
+    assert code == ExitStatus.ERROR
+    assert err == (
+        "cipherdrop: error: unexpected error: RuntimeError: something odd"
+        " (run with --debug for details)\n"
+    )
+    code, _, err = run(["--debug", "whoami"], registered)
+    assert code == ExitStatus.ERROR
+    assert "Traceback (most recent call last)" in err
+
+
+def test_interrupt_exits_130(registered: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(ctx: object, settings: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "whoami", interrupted)
+    code, _, err = run(["whoami"], registered)
+    assert code == ExitStatus.INTERRUPTED
+    assert err == "cipherdrop: error: interrupted\n"

@@ -1,0 +1,131 @@
+"""The client's home directory: file modes, identity round trip, server pinning (TOFU)."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from client import identity as ident
+from common import keys
+from common.errors import ConfigError
+from common.keys import RsaKey
+
+
+@pytest.fixture(scope="module")
+def private_key() -> RsaKey:
+    return keys.generate_private_key(2048)
+
+
+@pytest.fixture(scope="module")
+def server_der() -> bytes:
+    return keys.public_key_der(keys.generate_private_key(2048))
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def make_identity(home: Path) -> ident.Identity:
+    return ident.Identity("alice", bytes(range(16)), "tcp://127.0.0.1:1", "SHA256:x", home)
+
+
+def test_home_is_created_private(tmp_path: Path) -> None:
+    home = ident.ensure_home(tmp_path / "a" / "home")
+    assert mode(home) == 0o700
+
+
+def test_home_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "home").write_text("")
+    with pytest.raises(ConfigError, match="not a directory"):
+        ident.ensure_home(tmp_path / "home")
+
+
+def test_identity_round_trip_and_modes(tmp_path: Path, private_key: RsaKey) -> None:
+    home = tmp_path / "home"
+    saved = make_identity(home)
+    ident.save_identity(saved, private_key, None)
+    assert ident.load_identity(home) == saved
+    assert mode(home) == 0o700
+    assert mode(home / ident.PRIVATE_KEY_FILE) == 0o600
+    loaded = ident.load_private_key(home, None)
+    assert keys.public_key_der(loaded) == keys.public_key_der(private_key)
+    assert not ident.is_encrypted_pem(home)
+
+
+def test_key_is_0600_whatever_the_umask(tmp_path: Path, private_key: RsaKey) -> None:
+    old = os.umask(0)
+    try:
+        ident.save_identity(make_identity(tmp_path / "home"), private_key, None)
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "home" / ident.PRIVATE_KEY_FILE) == 0o600
+
+
+def test_passphrase_protects_the_key(tmp_path: Path, private_key: RsaKey) -> None:
+    home = tmp_path / "home"
+    ident.save_identity(make_identity(home), private_key, "correct horse")
+    assert ident.is_encrypted_pem(home)
+    assert b"PRIVATE KEY" in (home / ident.PRIVATE_KEY_FILE).read_bytes()
+    with pytest.raises(ConfigError, match="wrong passphrase"):
+        ident.load_private_key(home, "wrong")
+    with pytest.raises(ConfigError, match="passphrase"):
+        ident.load_private_key(home, None)
+    loaded = ident.load_private_key(home, "correct horse")
+    assert keys.public_key_der(loaded) == keys.public_key_der(private_key)
+
+
+def test_key_readable_by_others_is_refused(tmp_path: Path, private_key: RsaKey) -> None:
+    home = tmp_path / "home"
+    ident.save_identity(make_identity(home), private_key, None)
+    (home / ident.PRIVATE_KEY_FILE).chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        ident.load_private_key(home, None)
+
+
+def test_missing_identity_is_not_registered(tmp_path: Path) -> None:
+    with pytest.raises(ident.NotRegisteredError, match="cipherdrop register"):
+        ident.load_identity(tmp_path)
+    with pytest.raises(ident.NotRegisteredError):
+        ident.load_private_key(tmp_path, None)
+
+
+def test_damaged_identity_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / ident.IDENTITY_FILE).write_text('{"name": "alice"}')
+    with pytest.raises(ConfigError, match="damaged"):
+        ident.load_identity(tmp_path)
+
+
+def test_first_use_records_the_fingerprint(tmp_path: Path, server_der: bytes) -> None:
+    pinned = ident.pin_server(tmp_path, "tcp://h:1", server_der, None)
+    assert pinned == ident.Pinned(keys.fingerprint(server_der), first_use=True)
+    assert ident.known_server(tmp_path, "tcp://h:1") == keys.fingerprint(server_der)
+    again = ident.pin_server(tmp_path, "tcp://h:1", server_der, None)
+    assert again.first_use is False
+    lines = (tmp_path / ident.KNOWN_SERVERS_FILE).read_text().splitlines()
+    assert lines == [f"tcp://h:1 {keys.fingerprint(server_der)}"]
+
+
+def test_changed_server_key_is_a_hard_error(tmp_path: Path, server_der: bytes) -> None:
+    other = keys.public_key_der(keys.generate_private_key(2048))
+    ident.pin_server(tmp_path, "tcp://h:1", server_der, None)
+    with pytest.raises(ident.ServerKeyMismatchError) as info:
+        ident.pin_server(tmp_path, "tcp://h:1", other, None)
+    assert keys.fingerprint(server_der) in str(info.value)
+    assert keys.fingerprint(other) in str(info.value)
+    # Another endpoint is another server: its own first use.
+    assert ident.pin_server(tmp_path, "tcp://h:2", other, None).first_use
+
+
+def test_given_fingerprint_must_match(tmp_path: Path, server_der: bytes) -> None:
+    wrong = "SHA256:" + "00" * 32
+    with pytest.raises(ident.ServerKeyMismatchError, match="expected SHA256:0000"):
+        ident.pin_server(tmp_path, "tcp://h:1", server_der, wrong)
+    assert ident.known_server(tmp_path, "tcp://h:1") is None  # nothing trusted
+    # Typed in another form (upper case, colons) it still matches, and is then recorded.
+    typed = keys.fingerprint_digest(server_der).hex().upper()
+    typed = ":".join(typed[i : i + 2] for i in range(0, 64, 2))
+    assert ident.pin_server(tmp_path, "tcp://h:1", server_der, typed).first_use is False
+    assert ident.known_server(tmp_path, "tcp://h:1") == keys.fingerprint(server_der)
