@@ -14,7 +14,9 @@ from functools import partial
 from itertools import pairwise
 from typing import Any, cast
 
-from common.errors import RemoteProtocolError
+import msgpack
+
+from common.errors import LocalProtocolError, RemoteProtocolError
 from common.fields import (
     MAX_CHUNK_SIZE,
     MAX_ERROR_MESSAGE_LEN,
@@ -29,10 +31,12 @@ from common.fields import (
     check_bytes,
     check_enum,
     check_id,
+    check_optional_id,
     check_uint,
     chunk_count_for,
 )
 from common.messages import (
+    PROTOCOL_VERSION,
     ChunkStored,
     Deleted,
     DeleteFile,
@@ -44,6 +48,10 @@ from common.messages import (
     FileInfo,
     FileList,
     KeyRequest,
+    LegacyKeyRequest,
+    LegacyRegistered,
+    LegacyRegisterRequest,
+    LegacySessionGranted,
     ListFiles,
     Registered,
     RegisterRequest,
@@ -60,7 +68,15 @@ from common.messages import (
 )
 from common.names import validate_client_name, validate_file_name, validate_text
 
-__all__ = ["SCHEMAS", "Field", "check_consistency", "dump_fields", "load_fields"]
+__all__ = [
+    "SCHEMAS",
+    "Field",
+    "check_consistency",
+    "dump_fields",
+    "gateway_signed_bytes",
+    "legacy_grant_signed_bytes",
+    "load_fields",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +135,7 @@ _CRC = _field("crc", partial(check_uint, maximum=U32_MAX))
 _CHUNK_SIZE = _field("chunk_size", partial(check_uint, minimum=1, maximum=MAX_CHUNK_SIZE))
 _CHUNK_COUNT = _field("chunk_count", partial(check_uint, minimum=1))
 _SIGNATURE = _field("signature", partial(check_bytes, maximum=MAX_SIGNATURE_LEN))
+_GATEWAY_KEY = _field("gateway_key", partial(check_bytes, maximum=MAX_PUBLIC_KEY_LEN))
 
 
 def _files_load(value: object, field: str) -> tuple[FileInfo, ...]:
@@ -172,6 +189,31 @@ SCHEMAS: dict[type, tuple[Field, ...]] = {
         _field("code", partial(check_enum, kind=ErrorCode)),
         _field("message", partial(validate_text, max_len=MAX_ERROR_MESSAGE_LEN)),
     ),
+    LegacyRegisterRequest: (
+        _GATEWAY_KEY,
+        _field("name", validate_client_name),
+        _field("timestamp", check_uint),
+        _field("nonce", check_id),
+        _SIGNATURE,
+    ),
+    LegacyRegistered: (_field("client_id", check_id),),
+    LegacyKeyRequest: (
+        _GATEWAY_KEY,
+        _field("client_id", check_optional_id),  # empty: reconnect, found by name
+        _field("name", validate_client_name),
+        _field("public_key", partial(check_bytes, minimum=0, maximum=MAX_PUBLIC_KEY_LEN)),
+        _field("timestamp", check_uint),
+        _field("nonce", check_id),
+        _SIGNATURE,
+    ),
+    LegacySessionGranted: (
+        _field("client_id", check_id),
+        _field("public_key", partial(check_bytes, maximum=MAX_PUBLIC_KEY_LEN)),
+        _field("session_id", check_id),
+        _field("wrapped_key", partial(check_bytes, maximum=MAX_WRAPPED_KEY_LEN)),
+        _field("expires_at", check_uint),
+        _SIGNATURE,
+    ),
 }
 _KEYS = {cls: tuple(f.name for f in schema) for cls, schema in SCHEMAS.items()}
 for _cls, _keys in _KEYS.items():  # the table must follow the dataclasses exactly
@@ -212,3 +254,46 @@ def _explain_keys(raw: dict[object, object], keys: tuple[str, ...]) -> str:
     if missing or extra:
         return f"keys: missing {missing}, unexpected {extra}"
     return f"keys: out of order, expected {list(keys)}"
+
+
+# --- signatures of the legacy gateway's messages (docs/protocol.md section 3.8) -----------
+
+_GATEWAY_CONTEXTS: dict[type, str] = {
+    LegacyRegisterRequest: f"cipherdrop/{PROTOCOL_VERSION} legacy-register",
+    LegacyKeyRequest: f"cipherdrop/{PROTOCOL_VERSION} legacy-key-request",
+}
+LEGACY_GRANT_CONTEXT = f"cipherdrop/{PROTOCOL_VERSION} legacy-session-granted"
+
+
+def _signed(items: list[object]) -> bytes:
+    packed: bytes = msgpack.packb(items, use_bin_type=True)
+    return packed
+
+
+def _checked_fields(msg: object) -> dict[str, object]:
+    try:
+        return dump_fields(msg)
+    except RemoteProtocolError as exc:  # refuse to sign or verify what could not travel
+        raise LocalProtocolError(f"{type(msg).__name__}.{exc}") from exc
+
+
+def gateway_signed_bytes(msg: LegacyRegisterRequest | LegacyKeyRequest) -> bytes:
+    """What the gateway signs (RSA-PSS-SHA256): ``msgpack([context, every field but the
+    signature, in order])``, the context naming the message so one never passes as the other."""
+    context = _GATEWAY_CONTEXTS.get(type(msg))
+    if context is None:
+        raise LocalProtocolError(f"not a gateway request: {type(msg).__name__}")
+    raw = _checked_fields(msg)
+    return _signed([context, *(value for key, value in raw.items() if key != "signature")])
+
+
+def legacy_grant_signed_bytes(reply: LegacySessionGranted, request_nonce: bytes) -> bytes:
+    """What the server signs: ``msgpack([context, client_id, public_key, session_id,
+    wrapped_key, expires_at, request_nonce])``, binding the grant to the request it answers."""
+    raw = _checked_fields(reply)
+    try:
+        nonce = check_id(request_nonce, "request_nonce")
+    except RemoteProtocolError as exc:
+        raise LocalProtocolError(str(exc)) from exc
+    values = [value for key, value in raw.items() if key != "signature"]
+    return _signed([LEGACY_GRANT_CONTEXT, *values, nonce])

@@ -39,6 +39,11 @@ class MessageType(enum.IntEnum):
     CHUNK_DATA = 0xB1
     DELETED = 0xC0
     ERROR_REPLY = 0xFF
+    # The legacy gateway's requests (docs/protocol.md section 3.8, docs/legacy.md).
+    LEGACY_REGISTER_REQUEST = 0x04
+    LEGACY_KEY_REQUEST = 0x05
+    LEGACY_REGISTERED = 0x84
+    LEGACY_SESSION_GRANTED = 0x85
 
 
 class Flags(enum.IntFlag):

@@ -38,6 +38,10 @@ __all__ = [
     "Flags",
     "InvalidNameError",
     "KeyRequest",
+    "LegacyKeyRequest",
+    "LegacyRegisterRequest",
+    "LegacyRegistered",
+    "LegacySessionGranted",
     "ListFiles",
     "Message",
     "MessageType",
@@ -247,6 +251,60 @@ class ErrorReply:
     message: str
 
 
+# --- the legacy gateway (docs/legacy.md) --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyRegisterRequest:
+    """A trusted gateway registers a client of the legacy protocol (flagged legacy).
+
+    ``gateway_key`` is the gateway's RSA public key (SubjectPublicKeyInfo DER), whose
+    fingerprint the server operator listed as trusted; ``signature`` is the gateway's, over
+    ``gateway_signed_bytes``.
+    """
+
+    gateway_key: bytes
+    name: str
+    timestamp: int
+    nonce: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyRegistered:
+    client_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyKeyRequest:
+    """A trusted gateway asks for a session on behalf of a legacy client.
+
+    First key: ``client_id`` and the client's RSA-1024 ``public_key`` are given.
+    Reconnect: both are empty and the client is found by ``name``.
+    """
+
+    gateway_key: bytes
+    client_id: bytes
+    name: str
+    public_key: bytes
+    timestamp: int
+    nonce: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LegacySessionGranted:
+    """The session key is wrapped to the *gateway's* key; ``public_key`` is the legacy
+    client's stored key, to which the gateway encrypts the legacy AES key."""
+
+    client_id: bytes
+    public_key: bytes
+    session_id: bytes
+    wrapped_key: bytes
+    expires_at: int
+    signature: bytes
+
+
 Message = (
     RegisterRequest
     | Registered
@@ -269,6 +327,10 @@ Message = (
     | DeleteFile
     | Deleted
     | ErrorReply
+    | LegacyRegisterRequest
+    | LegacyRegistered
+    | LegacyKeyRequest
+    | LegacySessionGranted
 )
 
 # Types whose payload is chunk bytes, not a msgpack body; their envelope carries ``stream``.
@@ -296,6 +358,10 @@ _CLASS_OF: dict[MessageType, type[Message]] = {
     MessageType.DOWNLOAD_READY: DownloadReady,
     MessageType.DELETED: Deleted,
     MessageType.ERROR_REPLY: ErrorReply,
+    MessageType.LEGACY_REGISTER_REQUEST: LegacyRegisterRequest,
+    MessageType.LEGACY_KEY_REQUEST: LegacyKeyRequest,
+    MessageType.LEGACY_REGISTERED: LegacyRegistered,
+    MessageType.LEGACY_SESSION_GRANTED: LegacySessionGranted,
 }
 _TYPE_OF: dict[type[Message], MessageType] = {cls: t for t, cls in _CLASS_OF.items()}
 

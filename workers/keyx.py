@@ -15,6 +15,9 @@ only if all of these hold, else it is refused (``unknown-client`` / ``bad-proof`
 The grant is a fresh 32-byte session key and 16-byte session id, valid for the session
 TTL; the key travels RSA-OAEP-wrapped to the client's key, the grant is signed by the
 server key and bound to the request's nonce; the store keeps it wrapped by the master key.
+
+``LegacyKeyRequest`` is the same exchange made by a trusted gateway for a client of the
+legacy protocol (see the section at the end of this module and docs/legacy.md).
 """
 
 from __future__ import annotations
@@ -22,17 +25,39 @@ from __future__ import annotations
 import dataclasses
 import secrets
 
+from Crypto.PublicKey import RSA
+
 from common import crypto, keys
+from common.body_schema import gateway_signed_bytes, legacy_grant_signed_bytes
 from common.codec import key_request_signed_bytes, session_granted_signed_bytes
-from common.errors import IntegrityError, RefusedError
+from common.errors import ConfigError, IntegrityError, RefusedError, RemoteProtocolError
 from common.fields import ID_LEN
-from common.messages import ErrorCode, Flags, KeyRequest, MessageType, SessionGranted
+from common.messages import (
+    ErrorCode,
+    Flags,
+    KeyRequest,
+    LegacyKeyRequest,
+    LegacyRegisterRequest,
+    LegacySessionGranted,
+    MessageType,
+    SessionGranted,
+)
 from workers.datadir import DataDir
+from workers.db import translated
 from workers.service import Context, Dispatcher, Route
 from workers.sessions import session_context
-from workers.store import Grant, SessionRow, Store
+from workers.store import ClientRow, Grant, SessionRow, Store
 
-__all__ = ["CLOCK_SKEW_MS", "SERVICE", "key_service"]
+__all__ = [
+    "CLOCK_SKEW_MS",
+    "SERVICE",
+    "TRUSTED_GATEWAYS",
+    "check_legacy_public_key",
+    "key_service",
+    "legacy_key_routes",
+    "trusted_gateways",
+    "verify_gateway",
+]
 
 SERVICE = "cipherdrop.key"
 CLOCK_SKEW_MS = 5 * 60 * 1000
@@ -88,4 +113,132 @@ def key_service(store: Store, data: DataDir, session_ttl: float) -> Dispatcher:
         return grant
 
     routes = {MessageType.KEY_REQUEST: Route(Flags.SEALED_TO_SERVER, exchange, mutating=True)}
+    routes.update(legacy_key_routes(store, data, session_ttl))  # served only to trusted gateways
     return Dispatcher(routes, store=store, master=data.master, server_key=data.server_key)
+
+
+# --- the legacy gateway (docs/legacy.md) ---------------------------------------------------
+#
+# A client of the legacy protocol cannot prove possession of its key our way; a gateway
+# the operator trusts speaks for it. The gateway signs each request with its own key,
+# whose fingerprint must be listed in ``<data_dir>/trusted_gateways`` (read on every
+# request, so removing a line revokes the gateway at once). Only clients the gateway
+# registered (flagged legacy) are served here, and only here is RSA-1024 accepted: the
+# native exchange refuses keys below 2048 bits, so a legacy key never works there.
+
+TRUSTED_GATEWAYS = "trusted_gateways"
+LEGACY_KEY_BITS = 1024
+# Exponents of the legacy clients' keys: the originals' library makes keys with e = 17,
+# which is why their SubjectPublicKeyInfo is exactly 160 bytes.
+LEGACY_EXPONENTS = frozenset({3, 17, 65537})
+
+
+def trusted_gateways(data: DataDir) -> frozenset[bytes]:
+    """Fingerprint digests listed in the trusted-gateways file (none if it is absent).
+
+    One fingerprint per line as ``fingerprint`` prints it; ``#`` starts a comment. A line
+    that is not a fingerprint is skipped: a typo must not trust anything else.
+    """
+    try:
+        text = (data.path / TRUSTED_GATEWAYS).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return frozenset()
+    found = set()
+    for line in text.splitlines():
+        entry = line.split("#", 1)[0].strip()
+        if entry:
+            try:
+                found.add(keys.parse_fingerprint(entry))
+            except ConfigError:
+                continue
+    return frozenset(found)
+
+
+def verify_gateway(data: DataDir, msg: LegacyRegisterRequest | LegacyKeyRequest, now: int) -> None:
+    """Return only if a trusted gateway signed ``msg`` within the clock skew; else bad-proof."""
+    gateway_key = keys.load_public_key(msg.gateway_key)
+    if keys.fingerprint_digest(msg.gateway_key) not in trusted_gateways(data):
+        raise _bad_proof("not a trusted gateway")
+    try:
+        keys.verify(gateway_key, gateway_signed_bytes(msg), msg.signature)
+    except IntegrityError:
+        raise _bad_proof("the gateway's signature does not verify") from None
+    if abs(msg.timestamp - now) > CLOCK_SKEW_MS:
+        raise _bad_proof("the request time is too far from the server's clock")
+
+
+def check_legacy_public_key(der: bytes) -> None:
+    """A legacy client's key: canonical SubjectPublicKeyInfo DER of RSA-1024, small exponent."""
+    try:
+        key = RSA.import_key(der)
+    except (ValueError, IndexError, TypeError) as exc:
+        raise RemoteProtocolError("legacy public key is not RSA SubjectPublicKeyInfo") from exc
+    if key.has_private() or key.export_key(format="DER") != der:
+        raise RemoteProtocolError("legacy public key is not canonical SubjectPublicKeyInfo DER")
+    if key.size_in_bits() != LEGACY_KEY_BITS or key.e not in LEGACY_EXPONENTS:
+        raise RemoteProtocolError("legacy public key must be RSA-1024 with e = 3, 17 or 65537")
+
+
+@translated
+def _legacy_client(store: Store, req: LegacyKeyRequest) -> ClientRow:
+    """The legacy client the request names (by id and name, or by name on reconnect)."""
+    # The store has no query by name or of the legacy flag; this read is the only one.
+    row = store._db.execute(
+        "SELECT id, name, public_key, revoked, legacy FROM clients WHERE name = ?", (req.name,)
+    ).fetchone()
+    if row is None or not row[4] or row[3] or (req.client_id and row[0] != req.client_id):
+        raise RefusedError(ErrorCode.UNKNOWN_CLIENT, "no such legacy client")
+    return ClientRow(row[0], row[1], row[2], bool(row[3]))
+
+
+def legacy_key_routes(store: Store, data: DataDir, session_ttl: float) -> dict[MessageType, Route]:
+    """The ``LegacyKeyRequest`` route of the key service."""
+    ttl_ms = int(session_ttl * 1000)
+
+    def exchange(ctx: Context, req: LegacyKeyRequest) -> LegacySessionGranted:
+        verify_gateway(data, req, ctx.now)
+        if bool(req.client_id) != bool(req.public_key):
+            raise RemoteProtocolError("client_id and public_key: both set, or both empty")
+        client = _legacy_client(store, req)
+        public_key = req.public_key or client.public_key
+        if public_key is None:  # reconnect before any key was sent
+            raise RefusedError(ErrorCode.UNKNOWN_CLIENT, "the legacy client has no key yet")
+        if client.public_key is not None and client.public_key != public_key:
+            raise _bad_proof("this is not the client's registered key")
+        check_legacy_public_key(public_key)
+        gateway_key = keys.load_public_key(req.gateway_key)
+        session_key = crypto.random_key()
+        session_id = secrets.token_bytes(ID_LEN)
+        unsigned = LegacySessionGranted(
+            client.id,
+            public_key,
+            session_id,
+            keys.wrap_key(gateway_key, session_key),
+            ctx.now + ttl_ms,
+            b"\0",
+        )
+        signed = legacy_grant_signed_bytes(unsigned, req.nonce)
+        grant = dataclasses.replace(unsigned, signature=keys.sign(data.server_key, signed))
+        row = SessionRow(
+            session_id,
+            client.id,
+            data.master.wrap(session_key, session_context(session_id)),
+            grant.expires_at,
+            revoked=False,
+        )
+        outcome = store.grant_session(
+            row,
+            public_key,
+            req.nonce,
+            req.timestamp,
+            oldest_timestamp=ctx.now - CLOCK_SKEW_MS,
+            now=ctx.now,
+            record=ctx.record(grant),
+        )
+        if outcome is Grant.KEY_MISMATCH:
+            raise _bad_proof("this is not the client's registered key")
+        if outcome is Grant.NONCE_REPLAYED:
+            raise _bad_proof("the nonce was used before")
+        return grant
+
+    return {MessageType.LEGACY_KEY_REQUEST: Route(Flags.SEALED_TO_SERVER, exchange, mutating=True)}

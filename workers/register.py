@@ -7,28 +7,36 @@
   codec (``invalid-name`` otherwise); a taken name is refused ``name-taken``. A new client
   gets 16 random bytes as its id and no key yet: the key worker stores the first key
   that proves possession of itself (see :mod:`workers.keyx`).
+* ``LegacyRegisterRequest`` arrives sealed to the server key from a gateway the operator
+  trusts (:func:`workers.keyx.verify_gateway`) and registers a client of the legacy
+  protocol, flagged legacy: only the legacy exchange serves it (docs/legacy.md).
 """
 
 from __future__ import annotations
 
 import secrets
+import sqlite3
 
 from common.errors import RefusedError
 from common.fields import ID_LEN
 from common.messages import (
     ErrorCode,
     Flags,
+    LegacyRegistered,
+    LegacyRegisterRequest,
     MessageType,
     Registered,
     RegisterRequest,
     ServerKey,
     ServerKeyRequest,
 )
+from workers import db
 from workers.datadir import DataDir
+from workers.keyx import verify_gateway
 from workers.service import Context, Dispatcher, Route
-from workers.store import Store
+from workers.store import ReplyRecord, Store
 
-__all__ = ["SERVICE", "register_service"]
+__all__ = ["SERVICE", "create_legacy_client", "legacy_register_routes", "register_service"]
 
 SERVICE = "cipherdrop.register"
 
@@ -49,4 +57,41 @@ def register_service(store: Store, data: DataDir) -> Dispatcher:
         MessageType.SERVER_KEY_REQUEST: Route(Flags(0), server_key),
         MessageType.REGISTER_REQUEST: Route(Flags.SEALED_TO_SERVER, register, mutating=True),
     }
+    routes.update(legacy_register_routes(store, data))  # served only to trusted gateways
     return Dispatcher(routes, store=store, master=data.master, server_key=data.server_key)
+
+
+@db.translated
+def create_legacy_client(
+    store: Store, client_id: bytes, name: str, now: int, record: ReplyRecord
+) -> bool:
+    """Add a client flagged legacy, recording the reply; False if the name is taken.
+
+    The store has no method for the legacy flag, so this runs its own transaction on the
+    store's connection, with the same rules as :meth:`Store.create_client`.
+    """
+    conn: sqlite3.Connection = store._db
+    with db.write(conn):
+        if conn.execute("SELECT 1 FROM clients WHERE name = ?", (name,)).fetchone():
+            return False
+        conn.execute(
+            "INSERT INTO clients (id, name, created_at, legacy) VALUES (?, ?, ?, 1)",
+            (client_id, name, now),
+        )
+        store._record(record, now)
+    return True
+
+
+def legacy_register_routes(store: Store, data: DataDir) -> dict[MessageType, Route]:
+    """The ``LegacyRegisterRequest`` route of the register service."""
+
+    def register(ctx: Context, msg: LegacyRegisterRequest) -> LegacyRegistered:
+        verify_gateway(data, msg, ctx.now)
+        reply = LegacyRegistered(secrets.token_bytes(ID_LEN))
+        if not create_legacy_client(store, reply.client_id, msg.name, ctx.now, ctx.record(reply)):
+            raise RefusedError(ErrorCode.NAME_TAKEN, f"the name {msg.name!r} is taken")
+        return reply
+
+    return {
+        MessageType.LEGACY_REGISTER_REQUEST: Route(Flags.SEALED_TO_SERVER, register, mutating=True)
+    }

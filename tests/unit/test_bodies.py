@@ -34,6 +34,10 @@ from common.messages import (
     FileList,
     Flags,
     KeyRequest,
+    LegacyKeyRequest,
+    LegacyRegistered,
+    LegacyRegisterRequest,
+    LegacySessionGranted,
     ListFiles,
     Message,
     MessageType,
@@ -101,6 +105,12 @@ VALID: list[Message] = [
     DeleteFile("x"),
     Deleted("x", True),
     ErrorReply(ErrorCode.NAME_TAKEN, "the name 'alice' is taken"),
+    LegacyRegisterRequest(b"\x30" * 294, "alice", 1_700_000_000_000, ID2, b"\x01" * 384),
+    LegacyRegistered(ID),
+    LegacyKeyRequest(
+        b"\x30" * 294, ID, "alice", b"\x30" * 160, 1_700_000_000_000, ID2, b"\x01" * 384
+    ),
+    LegacySessionGranted(ID, b"\x30" * 160, ID2, b"\x02" * 384, 1_700_000_360_000, b"\x03" * 384),
 ]
 
 
@@ -224,6 +234,31 @@ BAD_FIELDS: dict[type, dict[str, list[object]]] = {
     DownloadChunk: {"transfer_id": ID_BAD, "index": U63_BAD},
     DeleteFile: {"name": FILE_NAME_BAD},
     Deleted: {"name": FILE_NAME_BAD, "existed": BOOL_BAD},
+    LegacyRegisterRequest: {
+        "gateway_key": PUBLIC_KEY_BAD,
+        "name": CLIENT_NAME_BAD,
+        "timestamp": U63_BAD,
+        "nonce": ID_BAD,
+        "signature": SIG_BAD,
+    },
+    LegacyRegistered: {"client_id": ID_BAD},
+    LegacyKeyRequest: {
+        "gateway_key": PUBLIC_KEY_BAD,
+        "client_id": [bytes(15), bytes(17), "a" * 16, 16, None],  # empty: reconnect by name
+        "name": CLIENT_NAME_BAD,
+        "public_key": [bytes(2049), "key", None, 0x30],  # empty: reconnect by name
+        "timestamp": U63_BAD,
+        "nonce": ID_BAD,
+        "signature": SIG_BAD,
+    },
+    LegacySessionGranted: {
+        "client_id": ID_BAD,
+        "public_key": PUBLIC_KEY_BAD,
+        "session_id": ID_BAD,
+        "wrapped_key": [b"", bytes(1025), None],
+        "expires_at": U63_BAD,
+        "signature": SIG_BAD,
+    },
     ErrorReply: {
         "code": ["no-such-code", "", 1, None, "NOT_FOUND"],
         "message": ["", "x" * 1025, "two\nlines", "nul\x00", b"bytes", 5],

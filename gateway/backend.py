@@ -1,0 +1,226 @@
+"""The broker-facing half of the gateway: our own protocol, spoken on a legacy client's behalf.
+
+The gateway is a client of our services with an identity of its own (an RSA key the
+operator trusts, see :mod:`gateway.identity`). It registers legacy clients and obtains
+sessions for them with the gateway-signed messages of docs/protocol.md section 3.8, and it
+uploads their decrypted files through the ordinary upload flow (section 5.5): per-file
+data key, STREAM-sealed chunks, CRC from the server, idempotent retries. Session requests
+and chunks are built with :mod:`client.session`; only the two gateway messages are sealed
+and opened here.
+
+Guarantees: a grant is accepted only if it opens under the one-time key of our request
+(so it comes from the holder of the pinned server key), its server signature over the
+grant and our nonce verifies, and its session key unwraps with the gateway's key. A
+refusal is :class:`RefusedError`; a malformed reply :class:`RemoteProtocolError`; a reply
+that does not open or verify :class:`IntegrityError`. Memory per upload is bounded by
+``window`` sealed chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from client import session as native
+from client.transport import AsyncTransport, unwrap
+from client.transport_core import Outcome
+from common import crypto, keys
+from common.body_schema import gateway_signed_bytes, legacy_grant_signed_bytes
+from common.codec import decode_body, decode_envelope, encode_body, encode_envelope, new_request_id
+from common.compress import compress_chunk
+from common.errors import RemoteProtocolError
+from common.fields import ID_LEN, chunk_count_for
+from common.keys import RsaKey
+from common.messages import (
+    NO_FLAGS,
+    PROTOCOL_VERSION,
+    Envelope,
+    ErrorReply,
+    Flags,
+    LegacyKeyRequest,
+    LegacyRegistered,
+    LegacyRegisterRequest,
+    LegacySessionGranted,
+    Message,
+    MessageType,
+    StreamPosition,
+    UploadBegin,
+    UploadCommit,
+    UploadCommitted,
+    UploadConfirm,
+    UploadDone,
+    UploadReady,
+    Verdict,
+    reply_type,
+    type_of,
+)
+
+__all__ = ["FILE_SERVICE", "KEY_SERVICE", "REGISTER_SERVICE", "Backend", "LegacyGrant"]
+
+REGISTER_SERVICE = "cipherdrop.register"
+KEY_SERVICE = "cipherdrop.key"
+FILE_SERVICE = "cipherdrop.file"
+CHUNK_SIZE = 1024 * 1024
+
+M = TypeVar("M", bound=Message)
+ChunkSource = Callable[[int], Awaitable[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyGrant:
+    """A session for a legacy client, and the legacy public key the server holds for it."""
+
+    session: native.Session
+    public_key: bytes
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def sealed_to_server(server_key: RsaKey, msg: Message) -> native.Outgoing:
+    """``msg`` sealed to the server key, as :mod:`client.session` seals its own requests."""
+    env = Envelope(
+        PROTOCOL_VERSION, type_of(msg), b"", b"", new_request_id(), Flags.SEALED_TO_SERVER
+    )
+    env_bytes = encode_envelope(env)
+    payload, one_time_key = keys.seal_to_public_key(server_key, encode_body(msg), env_bytes)
+    return native.Outgoing((env_bytes, payload), env.request_id, reply_type(env.type), one_time_key)
+
+
+def open_sealed_reply(req: native.Outgoing, reply: Sequence[bytes], cls: type[M]) -> M:
+    """The body of a reply sealed under ``req``'s one-time key (or a refusal raised)."""
+    if len(reply) != 2:
+        raise RemoteProtocolError(f"reply has {len(reply)} body frames, expected 2")
+    env_bytes = bytes(reply[0])
+    env = decode_envelope(env_bytes)
+    if env.request_id != req.request_id or env.type not in (req.expect, MessageType.ERROR_REPLY):
+        raise RemoteProtocolError("reply does not answer this request")
+    if env.flags is NO_FLAGS and env.type is MessageType.ERROR_REPLY:
+        plaintext = bytes(reply[1])
+    elif env.flags is Flags.SEALED_REPLY and req.reply_key is not None:
+        plaintext = crypto.open_sealed(req.reply_key, reply[1], env_bytes)
+    else:
+        raise RemoteProtocolError(f"reply protected by {env.flags!r}, expected SEALED_REPLY")
+    body = decode_body(env.type, plaintext)
+    if isinstance(body, ErrorReply):
+        raise native.refused(body)
+    if not isinstance(body, cls):
+        raise RemoteProtocolError(f"reply body is {type(body).__name__}, expected {cls.__name__}")
+    return body
+
+
+class Backend:
+    """Our services, reached through one shared :class:`AsyncTransport`."""
+
+    def __init__(
+        self,
+        transport: AsyncTransport,
+        identity: RsaKey,
+        server_key: RsaKey,
+        *,
+        chunk_size: int = CHUNK_SIZE,
+        window: int = 4,
+    ) -> None:
+        self.transport = transport
+        self.identity = identity
+        self.identity_der = keys.public_key_der(identity)
+        self.server_key = server_key
+        self.chunk_size = chunk_size
+        self.window = window
+
+    def _signed(self, msg: LegacyRegisterRequest | LegacyKeyRequest) -> Message:
+        return dataclasses.replace(
+            msg, signature=keys.sign(self.identity, gateway_signed_bytes(msg))
+        )
+
+    async def register(self, name: str) -> bytes:
+        """Register a legacy client named ``name``; its new client id."""
+        unsigned = LegacyRegisterRequest(
+            self.identity_der, name, now_ms(), secrets.token_bytes(ID_LEN), b"-"
+        )
+        req = sealed_to_server(self.server_key, self._signed(unsigned))
+        reply = await self.transport.request(REGISTER_SERVICE, req.frames)
+        return open_sealed_reply(req, reply, LegacyRegistered).client_id
+
+    async def grant(
+        self, name: str, client_id: bytes = b"", public_key: bytes = b""
+    ) -> LegacyGrant:
+        """A session for a legacy client: its first key (``client_id`` and ``public_key``
+        given) or a reconnect by ``name`` (both empty)."""
+        nonce = secrets.token_bytes(ID_LEN)
+        unsigned = LegacyKeyRequest(
+            self.identity_der, client_id, name, public_key, now_ms(), nonce, b"-"
+        )
+        req = sealed_to_server(self.server_key, self._signed(unsigned))
+        reply = await self.transport.request(KEY_SERVICE, req.frames)
+        grant = open_sealed_reply(req, reply, LegacySessionGranted)
+        if client_id and grant.client_id != client_id:
+            raise RemoteProtocolError("the grant names another client")
+        keys.verify(self.server_key, legacy_grant_signed_bytes(grant, nonce), grant.signature)
+        session_key = keys.unwrap_key(self.identity, grant.wrapped_key)
+        session = native.Session(
+            client_id=grant.client_id,
+            session_id=grant.session_id,
+            keys=crypto.derive_session_keys(session_key, grant.session_id),
+            expires_at=grant.expires_at,
+        )
+        return LegacyGrant(session, grant.public_key)
+
+    async def _call(self, session: native.Session, msg: Message, cls: type[M]) -> M:
+        req = native.session_request(session, msg)
+        reply = await self.transport.request(FILE_SERVICE, req.frames)
+        return native.open_reply(session, req, reply, cls)
+
+    async def _begin(self, session: native.Session, name: str, size: int) -> UploadReady:
+        begin = UploadBegin(name, size, self.chunk_size, chunk_count_for(size, self.chunk_size))
+        ready = await self._call(session, begin, UploadReady)
+        if ready.stored:
+            # An unfinished upload of the same name and size from an earlier connection:
+            # its chunks may hold other contents, so it is discarded, never resumed.
+            await self.confirm(session, ready.transfer_id, Verdict.GIVE_UP)
+            ready = await self._call(session, begin, UploadReady)
+        return ready
+
+    async def upload(
+        self, session: native.Session, name: str, size: int, chunks: ChunkSource
+    ) -> UploadCommitted:
+        """Upload ``size`` bytes whose chunk ``i`` is ``await chunks(i)``; commit; the CRC."""
+        ready = await self._begin(session, name, size)
+        count = chunk_count_for(size, self.chunk_size)
+        in_flight: dict[asyncio.Future[Outcome], native.Outgoing] = {}
+        try:
+            for index in range(count):
+                plain = await chunks(index)
+                codec, data = compress_chunk(plain)
+                position = StreamPosition(ready.transfer_id, index, index == count - 1)
+                req = native.chunk_request(session, ready.data_key, position, codec, data)
+                future = self.transport.submit(FILE_SERVICE, req.frames)
+                in_flight[future] = req
+                while len(in_flight) >= self.window:
+                    await self._settle(session, in_flight)
+            while in_flight:
+                await self._settle(session, in_flight)
+        finally:
+            for future in in_flight:
+                future.cancel()
+        return await self._call(session, UploadCommit(ready.transfer_id), UploadCommitted)
+
+    @staticmethod
+    async def _settle(
+        session: native.Session, in_flight: dict[asyncio.Future[Outcome], native.Outgoing]
+    ) -> None:
+        done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+        for future in done:
+            req = in_flight.pop(future)
+            native.open_chunk_stored(session, req, unwrap(future.result()))
+
+    async def confirm(self, session: native.Session, transfer_id: bytes, verdict: Verdict) -> bool:
+        """Send the verdict on a committed upload; whether the file is now verified."""
+        done = await self._call(session, UploadConfirm(transfer_id, verdict), UploadDone)
+        return done.verified
