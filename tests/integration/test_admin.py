@@ -1,0 +1,275 @@
+"""``cipherdrop-admin`` against a data directory filled by a real server and client.
+
+Each test starts ``cipherdrop-server`` (see ``test_server.py``), registers clients and
+uploads files with the real ``cipherdrop`` command, then runs ``python -m workers.admin``.
+Stored contents are read back with the server's own code (:func:`admin_check.plaintext`),
+which opens every chunk under its data key as a download does.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from common import crypto
+from common.cksum import cksum
+from common.errors import ConfigError, RefusedError
+from config import load_settings
+from workers import admin, admin_keys
+from workers.admin_check import plaintext
+from workers.admin_store import AdminStore
+from workers.app import open_server
+from workers.blobs import Blobs
+from workers.datadir import MasterKey
+from workers.sessions import SessionCache, session_context
+from workers.store import ReplyRecord, SessionRow, Store
+
+from .procs import ROOT
+from .test_server import ServerProcess, run_client
+
+pytestmark = pytest.mark.integration
+
+SIZE = 3 * 1024 * 1024 + 123  # several chunks at the default 1 MiB chunk size
+
+
+def run_admin(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIPHERDROP_")}
+    env["PYTHONPATH"] = str(ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "workers.admin", "--data", str(data), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def json_lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@dataclass
+class Populated:
+    server: ServerProcess
+    base: Path
+    sources: dict[str, Path]  # "client/name" -> local file
+
+    @property
+    def data(self) -> Path:
+        return self.server.data
+
+    def home(self, client: str) -> Path:
+        return self.base / client
+
+    def put(self, client: str, path: Path) -> subprocess.CompletedProcess[str]:
+        # --server: the identity remembers the endpoint it registered with, and a restarted
+        # test server listens on another random port.
+        endpoint = self.server.endpoint
+        return run_client(self.home(client), endpoint, "put", str(path), "-q", "--server", endpoint)
+
+    def stored_bytes(self, client: str, name: str) -> bytes:
+        """The contents the server would send back, opened with the server's code."""
+        server = open_server(load_settings(env={}, flags={"store.data_dir": self.data}), env={})
+        server.store.close()
+        with closing(AdminStore.open(server.data.db_path)) as store:
+            (file,) = [f for f in store.stored_files() if (f.client_name, f.name) == (client, name)]
+            return b"".join(
+                plaintext(store, Blobs(server.data.blobs_path), server.data.master, file)
+            )
+
+
+@pytest.fixture
+def populated(tmp_path: Path) -> Iterator[Populated]:
+    server = ServerProcess(tmp_path, workers="file=1,key=1,register=1")
+    populated = Populated(server, tmp_path, {})
+    try:
+        sources = populated.sources
+        for client, name, data in (
+            ("alice", "report.txt", b"quarterly numbers, all fine\n" * (SIZE // 28)),
+            ("alice", "random.bin", os.urandom(SIZE)),
+            ("bob", "notes.md", b"# bob\n" * 1000),
+        ):
+            path = tmp_path / "src" / client / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            sources[f"{client}/{name}"] = path
+        for client in ("alice", "bob"):
+            result = run_client(populated.home(client), server.endpoint, "register", client)
+            assert result.returncode == 0, result.stderr
+        for label, path in sources.items():
+            result = populated.put(label.partition("/")[0], path)
+            assert result.returncode == 0, result.stderr
+        yield populated
+    finally:
+        populated.server.stop(timeout=20)
+
+
+def test_clients_files_check_revoke_and_online_backup(populated: Populated) -> None:
+    data = populated.data
+    clients = {c["name"]: c for c in json_lines(run_admin(data, "clients", "--json").stdout)}
+    assert set(clients) == {"alice", "bob"}
+    whoami = run_client(populated.home("alice"), populated.server.endpoint, "whoami").stdout
+    assert clients["alice"]["id"] in whoami
+    assert clients["alice"]["files"] == 2 and clients["alice"]["revoked"] is False
+
+    listed = json_lines(run_admin(data, "files", "alice", "--json").stdout)
+    assert {f["name"] for f in listed} == {"report.txt", "random.bin"}
+    for f in listed:
+        source = populated.sources[f"alice/{f['name']}"].read_bytes()
+        assert (f["size"], f["cksum"], f["verified"]) == (len(source), cksum(source), True)
+    assert len(json_lines(run_admin(data, "files", "--json").stdout)) == 3
+
+    checked = run_admin(data, "check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "checked 3 file(s): 3 ok, 0 corrupt" in checked.stdout
+
+    # Backup while the server runs, keys included so the copy is a working data dir.
+    target = populated.base / "backup"
+    backed = run_admin(data, "backup", str(target), "--with-keys")
+    assert backed.returncode == 0, backed.stderr
+    with sqlite3.connect(target / "cipherdrop.db") as copy:
+        rows = copy.execute("SELECT name, size, crc FROM files ORDER BY name").fetchall()
+    copy.close()
+    live = sorted(
+        (f["name"], f["size"], f["cksum"])
+        for f in json_lines(run_admin(data, "files", "--json").stdout)
+    )
+    assert sorted(rows) == live
+    assert run_admin(target, "check").returncode == 0
+    assert (target / "master.key").stat().st_mode & 0o777 == 0o600
+
+    revoked = run_admin(data, "revoke", "alice")
+    assert revoked.returncode == 0 and "revoked alice" in revoked.stdout
+    refused = populated.put("alice", populated.sources["alice/report.txt"])
+    assert refused.returncode != 0
+    assert "Traceback" not in refused.stderr
+    assert populated.put("bob", populated.sources["bob/notes.md"]).returncode == 0
+    after = {c["name"]: c for c in json_lines(run_admin(data, "clients", "--json").stdout)}
+    assert after["alice"]["revoked"] is True and after["bob"]["revoked"] is False
+
+    missing = run_admin(data, "revoke", "mallory")
+    assert missing.returncode == admin.ExitStatus.NOT_FOUND
+    assert missing.stderr.count("\n") == 1 and "mallory" in missing.stderr
+
+
+def test_rotate_master_key_keeps_every_file_readable(populated: Populated) -> None:
+    data = populated.data
+    busy = run_admin(data, "rotate-master-key")
+    assert busy.returncode == admin.ExitStatus.CONFIG
+    assert "stop the server" in busy.stderr
+    old_key = (data / "master.key").read_bytes()
+    db_before = (data / "cipherdrop.db").read_bytes()
+    assert populated.server.stop(timeout=30) == 0
+
+    rotated = run_admin(data, "rotate-master-key")
+    assert rotated.returncode == 0, rotated.stderr
+    assert (data / "master.key").read_bytes() != old_key
+    assert (data / "master.key").stat().st_mode & 0o777 == 0o600
+    assert "3 files" in rotated.stdout
+    assert (data / "cipherdrop.db").read_bytes() != db_before
+    assert run_admin(data, "check").returncode == 0
+    for label, path in populated.sources.items():
+        client, _, name = label.partition("/")
+        assert populated.stored_bytes(client, name) == path.read_bytes()
+
+    # The server starts on the rotated key, and clients keep working.
+    populated.server = ServerProcess(populated.base, workers="file=1,key=1,register=1")
+    again = populated.put("bob", populated.sources["bob/notes.md"])
+    assert again.returncode == 0, again.stderr
+
+
+def test_an_interrupted_rotation_is_finished_by_running_it_again(
+    populated: Populated, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = populated.data
+    assert populated.server.stop(timeout=30) == 0
+
+    def crash(data_dir: Path, key: object) -> None:
+        raise KeyboardInterrupt  # the process dies between the commit and the rename
+
+    monkeypatch.setattr(admin_keys, "_install", crash)
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["--data", str(data), "rotate-master-key"]
+    assert admin.main(argv, env={}, stdout=out, stderr=err) == admin.ExitStatus.INTERRUPTED
+    assert admin_keys.pending_key_path(data).exists()
+    with pytest.raises(ConfigError):  # a worker refuses the stale master.key
+        open_server(load_settings(env={}, flags={"store.data_dir": data}), env={})
+    stale = run_admin(data, "check")
+    assert stale.returncode == admin.ExitStatus.CONFIG and "interrupted" in stale.stderr
+
+    monkeypatch.undo()
+    finished = run_admin(data, "rotate-master-key")
+    assert finished.returncode == 0 and "interrupted" in finished.stdout
+    assert not admin_keys.pending_key_path(data).exists()
+    assert run_admin(data, "check").returncode == 0
+
+
+def test_check_reports_a_corrupted_chunk(populated: Populated) -> None:
+    data = populated.data
+    listed = json_lines(run_admin(data, "files", "alice", "--json").stdout)
+    assert {f["name"] for f in listed} == {"report.txt", "random.bin"}
+    with sqlite3.connect(data / "cipherdrop.db") as db:
+        rows = dict(db.execute("SELECT name, transfer_id FROM files").fetchall())
+    db.close()
+    # Flip one byte inside chunk 1 of random.bin, wherever the layout keeps it: the sealed
+    # chunk is stored as received, so its bytes are found verbatim in the blob file.
+    blobs = Blobs(data / "blobs")
+    _, sealed = blobs.read(rows["random.bin"], 1)
+    path = blobs.path(rows["random.bin"])
+    contents = bytearray(path.read_bytes())
+    at = contents.find(sealed)
+    assert at >= 0 and contents.find(sealed, at + 1) == -1
+    contents[at + len(sealed) // 2] ^= 0x01
+    path.write_bytes(bytes(contents))
+
+    result = run_admin(data, "check")
+    assert result.returncode == admin.ExitStatus.CORRUPT
+    lines = result.stdout.splitlines()
+    bad = [line for line in lines if line.startswith("CORRUPT")]
+    assert len(bad) == 1 and "alice/random.bin" in bad[0] and "chunk 1:" in bad[0]
+    assert "chunk 0:" not in bad[0] and "chunk 2:" not in bad[0]
+    assert any(line.startswith("ok") and "alice/report.txt" in line for line in lines)
+    assert "1 corrupt" in result.stdout
+
+    blobs.path(rows["notes.md"]).unlink()
+    result = run_admin(data, "check")
+    assert any("bob/notes.md: chunk 0: missing" in line for line in result.stdout.splitlines())
+    assert "2 corrupt" in result.stdout
+
+
+def test_revoke_reaches_a_cached_session_within_the_recheck_bound(tmp_path: Path) -> None:
+    """New sessions are refused at once (the integration test above); a session already
+    cached by a file worker is refused from its next re-read, at most 5 s later."""
+    master = MasterKey(crypto.random_key())
+    store = Store.open(tmp_path / "cipherdrop.db")
+    client_id, session_id, now = bytes(range(16)), bytes(range(16, 32)), 1_000_000
+    try:
+        record = ReplyRecord(client_id, b"r" * 16, b"d" * 16, b"sealed")
+        assert store.create_client(client_id, "alice", now, record)
+        wrapped = master.wrap(crypto.random_key(), session_context(session_id))
+        session = SessionRow(session_id, client_id, wrapped, now + 3_600_000, revoked=False)
+        second = ReplyRecord(client_id, b"s" * 16, b"d" * 16, b"sealed")
+        store.grant_session(session, b"pk", b"n" * 16, now, now - 1, now, second)
+        cache = SessionCache(store, master, recheck_ms=5_000)
+        assert cache.lookup(session_id, client_id, now).client_id == client_id
+
+        with closing(AdminStore.open(tmp_path / "cipherdrop.db")) as admin_store:
+            assert admin_store.revoke(client_id) == 1
+            assert admin_store.meta_value("revocations") == (1).to_bytes(8, "big")
+        cache.lookup(session_id, client_id, now + 4_999)  # still cached: the documented bound
+        with pytest.raises(RefusedError):
+            cache.lookup(session_id, client_id, now + 5_000)
+    finally:
+        store.close()
