@@ -1,9 +1,11 @@
-"""The ``cipherdrop`` command: register, put, whoami.
+"""The ``cipherdrop`` command: register, put, get, ls, rm, whoami.
 
 Every failure ends in :func:`main` as one line on standard error and an exit status from
 :class:`ExitStatus` (documented in ``docs/cli.md``); a traceback is printed only with
 ``--debug``, for expected and unexpected errors alike. Standard output carries only
-results (the one-line upload summary, ``whoami``), so scripts can read it.
+results (one summary line per file, the listing, ``whoami``), so scripts can read it.
+Commands over several files stop at the first failure; the files done before it are
+listed on standard output.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import getpass
 import os
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
 from client.connection import Account, Connection, TransportOptions, register
+from client.download import DownloadOptions, download_file
 from client.identity import (
     IDENTITY_FILE,
     NotRegisteredError,
@@ -27,7 +31,10 @@ from client.identity import (
     load_identity,
     load_private_key,
 )
+from client.listing import delete_file, format_table, list_files, to_json
+from client.partial import part_paths
 from client.progress import make_progress
+from client.sources import download_targets, upload_sources
 from client.upload import FileAccessError, UploadOptions, open_source, upload_file
 from common.errors import (
     CipherdropError,
@@ -39,7 +46,7 @@ from common.errors import (
 )
 from common.log import configure_logging
 from common.messages import Codec, ErrorCode
-from common.names import InvalidNameError, validate_client_name, validate_file_name
+from common.names import InvalidNameError, validate_client_name
 from config import Settings, load_settings
 
 __all__ = ["ExitStatus", "build_parser", "exit_status_for", "main"]
@@ -135,13 +142,26 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("name", help="the client name to register")
     reg.add_argument("--server-fingerprint", help="expected server fingerprint (SHA256:...)")
     reg.add_argument("--passphrase", action="store_true", help="protect the private key")
-    put = commands.add_parser("put", help="upload a file")
-    put.add_argument("file", type=Path, help="the file to upload")
-    put.add_argument("--name", help="name to store it under (default: the file's name)")
-    put.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    put.add_argument("--passphrase", action="store_true", help="ask for the key's passphrase")
+    put = commands.add_parser("put", help="upload files")
+    put.add_argument("files", type=Path, nargs="+", metavar="FILE", help="files to upload")
+    put.add_argument("-r", "--recursive", action="store_true", help="upload directories")
+    put.add_argument("--name", help="name to store one file under (default: its name)")
+    get = commands.add_parser("get", help="download files")
+    get.add_argument("names", nargs="+", metavar="NAME", help="stored names to download")
+    get.add_argument("-o", "--output", type=Path, help="file or directory to write to")
+    get.add_argument("--force", action="store_true", help="replace existing files")
+    for sub in (put, get):
+        sub.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+        sub.add_argument("--verbose", "-v", action="store_true", help="chunk counts")
+    ls = commands.add_parser("ls", help="list this client's files")
+    ls.add_argument("--json", action="store_true", help="JSON for scripts")
+    rm = commands.add_parser("rm", help="delete files")
+    rm.add_argument("names", nargs="+", metavar="NAME", help="stored names to delete")
+    rm.add_argument("-f", "--force", action="store_true", help="a missing name is no error")
     commands.add_parser("whoami", help="show this client's identity")
-    for sub in (reg, put, commands.choices["whoami"]):
+    for sub in (put, get, ls, rm):
+        sub.add_argument("--passphrase", action="store_true", help="ask for the key's passphrase")
+    for sub in commands.choices.values():
         _global_options(sub, argparse.SUPPRESS)
     return parser
 
@@ -219,33 +239,88 @@ def _register(ctx: _Context, settings: Settings) -> None:
     print(f"registered {identity.name} as {identity.client_id.hex()}", file=ctx.out)
 
 
-def _put(ctx: _Context, settings: Settings) -> None:
-    path: Path = ctx.args.file
-    name = validate_file_name(ctx.args.name or path.name)
+@contextmanager
+def _account(ctx: _Context, settings: Settings) -> Iterator[Account]:
+    """The registered client on a connection to its pinned server."""
     home = settings.client.home
     identity = load_identity(home)
     needed = is_encrypted_pem(home)
     private_key = load_private_key(
         home, _passphrase(ctx.env, ctx.args.passphrase, needed, False, ctx.err)
     )
+    ctx.endpoint = ctx.args.server or identity.server
+    conn = Connection(ctx.endpoint, _options(settings))
+    try:
+        server_key, _ = conn.pinned_server_key(home, identity.server_fingerprint)
+        yield Account(conn, identity, private_key, server_key)
+    finally:
+        conn.close()
+
+
+def _put(ctx: _Context, settings: Settings) -> None:
+    args = ctx.args
+    sources = upload_sources(args.files, recursive=args.recursive, name=args.name)
+    for path, _ in sources:  # a missing file fails before any network traffic
+        open_source(path)[0].close()
     options = UploadOptions(
         chunk_size=settings.client.chunk_size,
         compression=Codec.NONE if settings.client.compression == "none" else Codec.ZLIB,
         level=settings.client.compression_level,
     )
-    ctx.endpoint = ctx.args.server or identity.server
-    stream, size = open_source(path)  # a missing file fails before any network traffic
-    with stream:
-        conn = Connection(ctx.endpoint, _options(settings))
-        progress = make_progress(size, name, quiet=ctx.args.quiet, stream=ctx.err)
-        try:
-            server_key, _ = conn.pinned_server_key(home, identity.server_fingerprint)
-            account = Account(conn, identity, private_key, server_key)
-            result = upload_file(account, stream, size, name, options, progress)
-        finally:
-            progress.close()
-            conn.close()
-    print(f"{result.name}  {result.size} bytes  cksum {result.crc}  verified", file=ctx.out)
+    with _account(ctx, settings) as account:
+        for path, name in sources:
+            stream, size = open_source(path)
+            with stream:
+                progress = make_progress(size, name, quiet=args.quiet, stream=ctx.err)
+                try:
+                    result = upload_file(account, stream, size, name, options, progress)
+                finally:
+                    progress.close()
+            line = f"{result.name}  {result.size} bytes  cksum {result.crc}  verified"
+            print(line, file=ctx.out, flush=True)
+
+
+def _get(ctx: _Context, settings: Settings) -> None:
+    args = ctx.args
+    targets = download_targets(args.names, args.output)
+    # Replies are consumed in chunk order, so one slow chunk holds the others back: a
+    # deeper pipeline than the upload's keeps the server busy (memory: 2 x window chunks).
+    options = DownloadOptions(force=args.force, window=2 * settings.client.window)
+    with _account(ctx, settings) as account:
+        for name, target in targets:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            progress = make_progress(0, name, quiet=args.quiet, stream=ctx.err)
+            try:
+                result = download_file(account, name, target, options, progress)
+            except (Exception, KeyboardInterrupt):
+                if part_paths(target)[1].exists():
+                    print(f"{name}: partial download kept; run again to resume", file=ctx.err)
+                raise
+            finally:
+                progress.close()
+            if args.verbose:
+                print(
+                    f"{name}: received {result.fetched} of {result.chunks} chunks"
+                    f" ({result.resumed} already here)",
+                    file=ctx.err,
+                )
+            line = f"{result.path}  {result.size} bytes  cksum {result.crc}  verified"
+            print(line, file=ctx.out, flush=True)
+
+
+def _ls(ctx: _Context, settings: Settings) -> None:
+    with _account(ctx, settings) as account:
+        files = list_files(account)
+    print(to_json(files) if ctx.args.json else format_table(files), file=ctx.out)
+
+
+def _rm(ctx: _Context, settings: Settings) -> None:
+    with _account(ctx, settings) as account:
+        for name in ctx.args.names:
+            if delete_file(account, name):
+                print(f"{name}  deleted", file=ctx.out, flush=True)
+            elif not ctx.args.force:
+                raise RefusedError(str(ErrorCode.NOT_FOUND), f"no such file: {name}")
 
 
 def _whoami(ctx: _Context, settings: Settings) -> None:
@@ -260,6 +335,9 @@ def _whoami(ctx: _Context, settings: Settings) -> None:
 COMMANDS: dict[str, Callable[[_Context, Settings], None]] = {
     "register": _register,
     "put": _put,
+    "get": _get,
+    "ls": _ls,
+    "rm": _rm,
     "whoami": _whoami,
 }
 

@@ -112,6 +112,8 @@ class StoreSettings(_Section):
     section: ClassVar[str] = "store"
     data_dir: Path = field(default=Path("var"), metadata=_checked(checks.path))
     busy_timeout: float = field(default=30.0, metadata=_checked(checks.seconds(_HOUR)))
+    # An upload still unfinished this long after it began is discarded, its space reclaimed.
+    upload_expiry: float = field(default=_DAY, metadata=_checked(checks.seconds(365 * _DAY)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,11 +4,26 @@ Every request is session-protected and answered under the session key; a client 
 and touches only its own files and transfers (anything else is ``not-found``).
 Downloads send each stored chunk exactly as it was uploaded: sealed under the file's
 data key, which :class:`DownloadReady` hands to the owner inside the session-sealed reply.
+The server never decrypts a chunk on the way out: a download costs one file read per chunk.
+
+Guarantees:
+
+* Deleting removes the file row (and its upload) in one transaction that records the
+  reply, then the stored chunks, so the space is reclaimed; a retry of the same request
+  gets the same ``Deleted`` answer. A crash between the two leaves only unreferenced
+  blobs, which the start-up sweep removes.
+* Unfinished uploads older than ``upload_expiry`` are discarded and their chunks
+  removed (:class:`Expiry`). The check runs on the first request a worker handles and
+  then at most once per :data:`EXPIRY_INTERVAL`, on ``UploadBegin``, ``ListFiles``,
+  ``DownloadBegin`` and ``DeleteFile``; never on the chunk path.
 """
 
 from __future__ import annotations
 
-from common.errors import RefusedError
+from collections.abc import Callable
+from typing import Any
+
+from common.errors import RefusedError, StorageError
 from common.messages import (
     Deleted,
     DeleteFile,
@@ -31,9 +46,46 @@ from workers.sessions import SessionCache
 from workers.store import Store
 from workers.uploads import Uploads, data_key_context
 
-__all__ = ["SERVICE", "file_service"]
+__all__ = ["DEFAULT_UPLOAD_EXPIRY", "EXPIRY_INTERVAL", "SERVICE", "Expiry", "file_service"]
 
 SERVICE = "cipherdrop.file"
+DEFAULT_UPLOAD_EXPIRY = 24 * 3600.0  # seconds, as ``store.upload_expiry``
+EXPIRY_INTERVAL = 60_000  # ms between two checks for expired uploads in one worker
+
+
+class Expiry:
+    """Discards unfinished uploads begun more than ``age`` ms ago, at most once per
+    ``interval`` ms; the first call always checks. Times are ms since the epoch."""
+
+    def __init__(self, store: Store, blobs: Blobs, age: int, interval: int = EXPIRY_INTERVAL):
+        self.store = store
+        self.blobs = blobs
+        self.age = age
+        self.interval = interval
+        self._next: int | None = None
+
+    def run(self, now: int) -> list[bytes]:
+        """Check now if it is time; the transfer ids discarded (their blobs are gone)."""
+        if self._next is not None and now < self._next:
+            return []
+        self._next = now + self.interval
+        try:
+            expired = self.store.expire_uploads(now - self.age)
+        except StorageError:
+            return []  # housekeeping only: the next check, a minute later, tries again
+        for transfer_id in expired:
+            self.blobs.remove(transfer_id)
+        return expired
+
+
+def _after(expiry: Expiry, handler: Callable[[Context, Any], Any]) -> Callable[[Context, Any], Any]:
+    """``handler``, preceded by an expiry check."""
+
+    def handle(ctx: Context, msg: Any) -> Any:
+        expiry.run(ctx.now)
+        return handler(ctx, msg)
+
+    return handle
 
 
 class Files:
@@ -83,21 +135,28 @@ class Files:
 
 
 def file_service(
-    store: Store, data: DataDir, max_chunk_size: int, sessions: SessionCache | None = None
+    store: Store,
+    data: DataDir,
+    max_chunk_size: int,
+    sessions: SessionCache | None = None,
+    *,
+    upload_expiry: float = DEFAULT_UPLOAD_EXPIRY,
 ) -> Dispatcher:
+    """The dispatcher of ``cipherdrop.file``; ``upload_expiry`` in seconds."""
     blobs = Blobs(data.blobs_path)
     uploads = Uploads(store, blobs, data.master, max_chunk_size)
     files = Files(store, blobs, data)
+    expiry = Expiry(store, blobs, round(upload_expiry * 1000))
     session = Flags.SESSION
     routes = {
-        MessageType.UPLOAD_BEGIN: Route(session, uploads.begin, mutating=True),
+        MessageType.UPLOAD_BEGIN: Route(session, _after(expiry, uploads.begin), mutating=True),
         MessageType.UPLOAD_CHUNK: Route(session, uploads.chunk),
         MessageType.UPLOAD_COMMIT: Route(session, uploads.commit, mutating=True),
         MessageType.UPLOAD_CONFIRM: Route(session, uploads.confirm, mutating=True),
-        MessageType.LIST_FILES: Route(session, files.list),
-        MessageType.DOWNLOAD_BEGIN: Route(session, files.download),
+        MessageType.LIST_FILES: Route(session, _after(expiry, files.list)),
+        MessageType.DOWNLOAD_BEGIN: Route(session, _after(expiry, files.download)),
         MessageType.DOWNLOAD_CHUNK: Route(session, files.chunk),
-        MessageType.DELETE_FILE: Route(session, files.delete, mutating=True),
+        MessageType.DELETE_FILE: Route(session, _after(expiry, files.delete), mutating=True),
     }
     return Dispatcher(
         routes,

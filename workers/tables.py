@@ -246,6 +246,24 @@ class UploadTables(Tables):
         ).fetchone()
         return None if row is None else _file(row)
 
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @translated
+    def expire_uploads(self, cutoff: int) -> list[bytes]:
+        """Forget every unfinished upload begun before ``cutoff``; their transfer ids.
+
+        Open and committed uploads are unfinished; a ``done`` one backs a file and stays.
+        Their chunk rows go with them (ON DELETE CASCADE); the caller removes the blobs
+        after this commit, as for any other garbage.
+        """
+        with db.write(self._db):
+            rows = self._db.execute(
+                "DELETE FROM uploads WHERE state != 'done' AND created_at < ? "
+                "RETURNING transfer_id",
+                (cutoff,),
+            ).fetchall()
+        return [bytes(row[0]) for row in rows]
+
     @translated
     def transfer_ids(self) -> set[bytes]:
         """Every transfer id a row still refers to (blob directories to keep)."""

@@ -1,0 +1,344 @@
+"""The download pipeline: fetch a file chunk by chunk, authenticate, check, place atomically.
+
+``DownloadBegin`` gives the file's transfer id, data key, size, chunking and CRC. Then
+``DownloadChunk`` requests go out with at most ``window`` in flight; replies are taken in
+chunk order, so at most ``window`` chunks are ever held (memory is bounded by the window,
+never by the file). Each chunk is opened with the data key at its index with the final
+flag the chunking rule gives it (so a chunk moved, dropped, replayed from another file or
+truncated fails), decompressed bounded by the chunk size, length-checked, fed to the
+POSIX ``cksum`` CRC and written to the part file (:mod:`client.partial`).
+
+Guarantees:
+
+* Nothing is ever written under the final name until the whole file authenticated and
+  its size and CRC equal the server's; the part file is then fsynced and renamed into
+  place (with ``force`` only may it replace an existing file; without it, an existing
+  target is refused before anything is fetched, and a file that appears meanwhile is
+  never overwritten). The directory is fsynced after the rename.
+* An interrupted download (killed, Ctrl-C, server gone) leaves only the part and state
+  files; running it again fetches only the chunks not yet received, if the server still
+  has the same file. A CRC or size mismatch discards them: the next run starts over.
+* If the session expires mid-download the key exchange runs again and the download
+  continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from client import session as core
+from client.connection import FILE_SERVICE, SESSION_ERRORS, Account
+from client.partial import PartialDownload
+from client.progress import Progress
+from client.upload import FileAccessError
+from common import crypto
+from common.cksum import Cksum
+from common.codec import decode_envelope
+from common.compress import decompress_chunk
+from common.errors import IntegrityError, RefusedError, RemoteProtocolError
+from common.fields import chunk_count_for
+from common.messages import (
+    DownloadBegin,
+    DownloadChunk,
+    DownloadReady,
+    Flags,
+    MessageType,
+    StreamPosition,
+)
+
+__all__ = [
+    "MAX_CHUNK_SIZE",
+    "DownloadOptions",
+    "DownloadResult",
+    "download_file",
+    "open_chunk_data",
+]
+
+MAX_CHUNK_SIZE = 64 * 1024 * 1024  # the protocol's bound on chunk_size
+_READ_BLOCK = 1024 * 1024
+_log = structlog.get_logger()
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadOptions:
+    """How to download: replace an existing file?, requests in flight, state interval."""
+
+    force: bool = False
+    window: int = 8
+    save_every: int = 8 * 1024 * 1024  # bytes between two updates of the state file
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadResult:
+    """A placed, verified file; ``fetched`` chunks came over the wire, ``resumed`` were
+    already on disk from an earlier run."""
+
+    name: str
+    path: Path
+    size: int
+    crc: int
+    chunks: int
+    fetched: int
+    resumed: int
+
+
+def open_chunk_data(
+    session: core.Session,
+    req: core.Outgoing,
+    reply: Sequence[bytes | memoryview],
+    ready: DownloadReady,
+    index: int,
+) -> bytes:
+    """The plaintext of chunk ``index`` from a CHUNK_DATA reply, authenticated and
+    decompressed; RefusedError for an error reply, IntegrityError for a bad chunk."""
+    if len(reply) != 2:
+        raise RemoteProtocolError(f"reply has {len(reply)} body frames, expected 2")
+    env = decode_envelope(bytes(reply[0]))
+    if env.request_id != req.request_id:
+        raise RemoteProtocolError("reply answers another request")
+    if env.type is MessageType.ERROR_REPLY:
+        core.open_reply(session, req, reply, DownloadReady)  # raises the refusal
+        raise RemoteProtocolError("an error reply without an error")
+    if env.type is not MessageType.CHUNK_DATA:
+        raise RemoteProtocolError(f"reply of type {env.type.name}, expected CHUNK_DATA")
+    if env.flags is not Flags.SESSION or env.key_id != session.session_id:
+        raise RemoteProtocolError("chunk data is not under this session")
+    final = index == ready.chunk_count - 1
+    if env.stream != StreamPosition(ready.transfer_id, index, final):
+        raise RemoteProtocolError(f"chunk data for another position than chunk {index}")
+    codec = int(env.codec)
+    sealed = crypto.open_chunk(
+        ready.data_key, index, final, reply[1], core.chunk_aad(ready.transfer_id, env.codec)
+    )
+    expected = min(ready.chunk_size, ready.size - index * ready.chunk_size)
+    try:
+        plain = decompress_chunk(codec, sealed, ready.chunk_size)
+    except RemoteProtocolError as exc:
+        raise IntegrityError(f"chunk {index} does not decompress") from exc
+    if len(plain) != expected:
+        raise IntegrityError(f"chunk {index} holds {len(plain)} bytes, expected {expected}")
+    return plain
+
+
+def _check_ready(ready: DownloadReady) -> None:
+    if not 1 <= ready.chunk_size <= MAX_CHUNK_SIZE:
+        raise RemoteProtocolError(f"chunk_size {ready.chunk_size} out of range")
+    if ready.chunk_count != chunk_count_for(ready.size, ready.chunk_size):
+        raise RemoteProtocolError("chunk_count does not follow the chunking rule")
+
+
+def _refuse_existing(target: Path, force: bool) -> None:
+    if target.is_dir():
+        raise FileAccessError(f"{target} is a directory")
+    if not force and (target.exists() or target.is_symlink()):
+        raise FileAccessError(f"{target} exists; use --force to replace it")
+
+
+def download_file(
+    account: Account,
+    name: str,
+    target: Path,
+    options: DownloadOptions,
+    progress: Progress,
+) -> DownloadResult:
+    """Download the file ``name`` to ``target``; returns once it is verified and in place."""
+    _refuse_existing(target, options.force)
+    reconnects = 1
+    while True:
+        try:
+            return _download(account, name, target, options, progress)
+        except RefusedError as exc:
+            if exc.code not in SESSION_ERRORS or reconnects == 0:
+                raise
+            reconnects -= 1
+            account.conn.reset()
+            account.reconnect()
+
+
+def _download(
+    account: Account, name: str, target: Path, options: DownloadOptions, progress: Progress
+) -> DownloadResult:
+    ready = account.call(DownloadBegin(name), DownloadReady)
+    _check_ready(ready)
+    partial = PartialDownload(target, ready)
+    resume = partial.resume_point()
+    try:
+        fd = partial.open_part(resume)
+    except OSError as exc:
+        raise FileAccessError(f"cannot write {partial.part}: {exc.strerror or exc}") from exc
+    try:
+        crc = _crc_of_prefix(fd, partial.offset(resume))
+        progress.reset(total=ready.size)
+        progress.update(crc.length)
+        try:
+            _fetch(account, ready, fd, partial, crc, progress, options)
+        finally:
+            partial.save()  # whatever happened, the next run resumes from here
+        if (crc.length, crc.digest()) != (ready.size, ready.crc):
+            partial.discard()
+            raise IntegrityError(
+                f"download of {name} does not match: {crc.length} bytes with CRC"
+                f" {crc.digest()}, the server has {ready.size} bytes with CRC {ready.crc}"
+            )
+        os.ftruncate(fd, ready.size)
+        os.fsync(fd)
+    except OSError as exc:
+        raise FileAccessError(f"cannot write {partial.part}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+    _place(partial, options.force)
+    fetched = ready.chunk_count - resume
+    _log.info("download.done", name=name, size=ready.size, fetched=fetched, resumed=resume)
+    return DownloadResult(name, target, ready.size, ready.crc, ready.chunk_count, fetched, resume)
+
+
+def _crc_of_prefix(fd: int, length: int) -> Cksum:
+    """The CRC of the part file's first ``length`` bytes (chunks kept from a run before)."""
+    crc = Cksum()
+    offset = 0
+    while offset < length:
+        block = os.pread(fd, min(_READ_BLOCK, length - offset), offset)
+        if not block:
+            raise FileAccessError("the partial download shrank")
+        crc.update(block)
+        offset += len(block)
+    return crc
+
+
+def _fetch(
+    account: Account,
+    ready: DownloadReady,
+    fd: int,
+    partial: PartialDownload,
+    crc: Cksum,
+    progress: Progress,
+    options: DownloadOptions,
+) -> None:
+    """Fetch chunks ``partial.received ..`` in order, ``window`` in flight.
+
+    This thread receives and decrypts; a writer thread computes the CRC and writes, so the
+    two overlap (AES, zlib.crc32 and pwrite release the GIL). At most ``window`` opened
+    chunks wait for the writer, so memory stays bounded by the window.
+    """
+    session = account.session
+    transport = account.conn.transport
+    every = max(1, options.save_every // ready.chunk_size)
+    writer = _Writer(fd, partial, crc, progress, every, options.window)
+    pending: deque[tuple[int, core.Outgoing, bytes]] = deque()
+    following = index = partial.received
+    try:
+        while index < ready.chunk_count:
+            while following < ready.chunk_count and len(pending) < options.window:
+                req = core.session_request(session, DownloadChunk(ready.transfer_id, following))
+                pending.append((following, req, transport.submit(FILE_SERVICE, req.frames)))
+                following += 1
+            index, req, key = pending.popleft()
+            writer.put(index, open_chunk_data(session, req, transport.result(key), ready, index))
+            index += 1
+    except BaseException:
+        writer.finish()
+        raise
+    writer.finish()
+    writer.check()
+
+
+class _Writer:
+    """A thread that feeds the CRC, writes chunks in order and records progress."""
+
+    def __init__(
+        self,
+        fd: int,
+        partial: PartialDownload,
+        crc: Cksum,
+        progress: Progress,
+        every: int,
+        window: int,
+    ) -> None:
+        self.fd, self.partial, self.crc, self.progress = fd, partial, crc, progress
+        self.every = every
+        self.queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=window)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="download-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is not None:
+                continue  # keep draining so the fetching thread never blocks on put
+            index, plain = item
+            try:
+                _write_at(self.fd, plain, self.partial.offset(index))
+                self.crc.update(plain)
+                self.partial.received = index + 1
+                self.progress.update(len(plain))
+                if self.partial.received % self.every == 0:
+                    self.partial.save()
+            except BaseException as exc:  # handed to the fetching thread by check()
+                self.error = exc
+
+    def check(self) -> None:
+        """Raise what went wrong in the writer, if anything did."""
+        if self.error is not None:
+            raise self.error
+
+    def put(self, index: int, plain: bytes) -> None:
+        self.check()
+        self.queue.put((index, plain))
+
+    def finish(self) -> None:
+        """Let the writer drain what it was given, then stop it."""
+        self.queue.put(None)
+        self.thread.join()
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _place(partial: PartialDownload, force: bool) -> None:
+    """Move the verified part file to the target name, then forget the state."""
+    part, target = partial.part, partial.target
+    try:
+        if force:
+            os.replace(part, target)
+        else:
+            _link_or_rename(part, target)
+        _fsync_directory(target.parent)
+    except FileExistsError:
+        raise FileAccessError(f"{target} exists; use --force to replace it") from None
+    except OSError as exc:
+        raise FileAccessError(f"cannot create {target}: {exc.strerror or exc}") from exc
+    partial.discard()
+
+
+def _link_or_rename(part: Path, target: Path) -> None:
+    # A hard link fails if the target exists, so a file that appeared meanwhile is kept;
+    # where links are not supported, check and rename instead.
+    try:
+        os.link(part, target)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+            raise
+        if target.exists() or target.is_symlink():
+            raise FileExistsError(errno.EEXIST, "exists", str(target)) from None
+        os.rename(part, target)
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

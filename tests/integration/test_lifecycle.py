@@ -1,0 +1,263 @@
+"""The everyday commands against real processes: ls, get, rm, put of several files.
+
+Every client is ``python -m client`` with its own home; downloads are compared byte for
+byte with the source and with the ``cksum`` command; what the server holds is read back
+with the server's own code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client import session as core
+from client.cli import ExitStatus
+from client.connection import FILE_SERVICE
+from client.identity import load_identity
+from client.partial import part_paths
+from common.messages import Deleted, DeleteFile
+
+from .stack import Stack, running_stack
+from .test_resume import Relay
+from .test_upload_e2e import SMALL, account, blob_dirs, cksum_command, put, server_of
+
+pytestmark = pytest.mark.integration
+
+CHUNK = 64 * 1024
+GET = " bytes  cksum "
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("stack")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def home(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("lee")
+    assert stack.client(path, "register", "lee").returncode == 0
+    return path
+
+
+def ls_json(stack: Stack, home: Path) -> dict[str, dict[str, object]]:
+    result = stack.client(home, "ls", "--json")
+    assert result.returncode == 0, result.stderr
+    return {record["name"]: record for record in json.loads(result.stdout)}
+
+
+def get(stack: Stack, home: Path, *args: str) -> str:
+    result = stack.client(home, "get", *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+# --- ls ----------------------------------------------------------------------------------
+
+
+def test_ls_shows_own_files_with_size_time_verified_and_crc(
+    stack: Stack, home: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "listed.txt"
+    source.write_text("listed\n" * 1000)
+    before = int(time.time() * 1000)
+    put(stack, home, source)
+    record = ls_json(stack, home)["listed.txt"]
+    assert record["size"] == source.stat().st_size
+    assert record["crc"] == cksum_command(source)
+    assert record["verified"] is True and record["sha256"] is None
+    assert before - 5000 <= int(record["uploaded_at_ms"]) <= int(time.time() * 1000) + 5000  # type: ignore[call-overload]
+    table = stack.client(home, "ls")
+    assert table.returncode == 0
+    line = next(line for line in table.stdout.splitlines() if line.startswith("listed.txt"))
+    assert "6.8 KiB" in line and "yes" in line and str(cksum_command(source)) in line
+
+
+def test_ls_does_not_show_other_clients_files(stack: Stack, home: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    assert stack.client(other, "register", "lee-other").returncode == 0
+    assert ls_json(stack, other) == {}
+    assert stack.client(other, "ls").stdout.strip() == "no files"
+
+
+# --- get ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "size", [0, 1, CHUNK - 1, CHUNK, 3 * CHUNK + 1], ids=lambda size: f"{size}B"
+)
+def test_get_round_trip_at_chunk_boundaries(
+    stack: Stack, home: Path, tmp_path: Path, size: int
+) -> None:
+    source = tmp_path / f"rt-{size}.bin"
+    source.write_bytes(os.urandom(size))
+    put(stack, home, source, **SMALL)
+    target = tmp_path / "out.bin"
+    out = get(stack, home, source.name, "-o", str(target))
+    assert out.startswith(f"{target}  {size}{GET}{cksum_command(source)}  verified")
+    assert target.read_bytes() == source.read_bytes()
+    assert not any(path.exists() for path in part_paths(target))
+
+
+def test_get_never_overwrites_without_force(stack: Stack, home: Path, tmp_path: Path) -> None:
+    source = tmp_path / "keep.txt"
+    source.write_text("from the server\n")
+    put(stack, home, source)
+    target = tmp_path / "local.txt"
+    target.write_text("precious local data\n")
+    result = stack.client(home, "get", "keep.txt", "-o", str(target))
+    assert result.returncode == ExitStatus.FILE_ERROR
+    assert "--force" in result.stderr
+    assert target.read_text() == "precious local data\n"
+    get(stack, home, "keep.txt", "-o", str(target), "--force")
+    assert target.read_text() == "from the server\n"
+
+
+def test_get_of_a_missing_name_is_refused(stack: Stack, home: Path, tmp_path: Path) -> None:
+    result = stack.client(home, "get", "no-such-file", "-o", str(tmp_path / "x"))
+    assert result.returncode == ExitStatus.REFUSED
+    assert "no such file" in result.stderr and not (tmp_path / "x").exists()
+
+
+def test_altered_chunk_fails_and_leaves_nothing_under_the_name(
+    stack: Stack, home: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "tamper.bin"
+    source.write_bytes(os.urandom(4 * CHUNK))
+    put(stack, home, source, **SMALL)
+    target = tmp_path / "tamper.out"
+    relay = Relay(stack.endpoint, flip_reply=2)
+    try:
+        result = stack.client(
+            home, "get", "tamper.bin", "-o", str(target), "--server", relay.endpoint
+        )
+    finally:
+        relay.close()
+    assert relay.flipped >= 1
+    assert result.returncode == ExitStatus.INTEGRITY, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not target.exists()
+
+
+# --- put and get of several files ------------------------------------------------------------
+
+
+def test_put_r_and_get_several_names_keep_relative_paths(
+    stack: Stack, home: Path, tmp_path: Path
+) -> None:
+    tree = tmp_path / "tree"
+    files = {"a.txt": b"A\n", "sub/b.bin": os.urandom(5000), "sub/deeper/c.txt": b"C" * 70_000}
+    for rel, data in files.items():
+        (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tree / rel).write_bytes(data)
+    loose = tmp_path / "loose.txt"
+    loose.write_text("loose\n")
+    result = stack.client(home, "put", "-r", str(tree), str(loose), env=SMALL)
+    assert result.returncode == 0, result.stderr
+    names = [f"tree/{rel}" for rel in files] + ["loose.txt"]
+    assert sorted(line.split("  ")[0] for line in result.stdout.splitlines()) == sorted(names)
+    listed = ls_json(stack, home)
+    assert all(listed[name]["verified"] for name in names)
+    out = tmp_path / "restore"
+    out.mkdir()
+    printed = get(stack, home, *names, "-o", str(out))
+    assert len(printed.splitlines()) == len(names)
+    for rel, data in files.items():
+        assert (out / "tree" / rel).read_bytes() == data
+    assert (out / "loose.txt").read_text() == "loose\n"
+
+
+def test_put_of_a_directory_without_r_is_refused(stack: Stack, home: Path, tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    result = stack.client(home, "put", str(tmp_path / "d"))
+    assert result.returncode == ExitStatus.FILE_ERROR and "-r" in result.stderr
+
+
+# --- rm ----------------------------------------------------------------------------------
+
+
+def test_rm_deletes_the_file_and_reclaims_its_space(
+    stack: Stack, home: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "doomed.bin"
+    source.write_bytes(os.urandom(3 * CHUNK))
+    put(stack, home, source, **SMALL)
+    server = server_of(stack)
+    try:
+        row = server.store.get_file(load_identity(home).client_id, "doomed.bin")
+    finally:
+        server.store.close()
+    assert row is not None and row.transfer_id.hex() in blob_dirs(stack)
+    result = stack.client(home, "rm", "doomed.bin")
+    assert (result.returncode, result.stdout.strip()) == (0, "doomed.bin  deleted")
+    assert row.transfer_id.hex() not in blob_dirs(stack)
+    assert "doomed.bin" not in ls_json(stack, home)
+    again = stack.client(home, "rm", "doomed.bin")
+    assert again.returncode == ExitStatus.REFUSED and "no such file" in again.stderr
+    assert stack.client(home, "rm", "-f", "doomed.bin").returncode == 0
+
+
+def test_rm_is_idempotent_by_request_id(stack: Stack, home: Path, tmp_path: Path) -> None:
+    for name in ("first.txt", "second.txt"):
+        (tmp_path / name).write_text(name)
+        put(stack, home, tmp_path / name)
+    acct = account(stack, home)
+    try:
+        req = core.session_request(acct.session, DeleteFile("first.txt"))
+        replies = [
+            core.open_reply(acct.session, req, acct.conn.send(FILE_SERVICE, req), Deleted)
+            for _ in range(2)
+        ]
+        # The retry gets the recorded answer (existed) although the file is gone now.
+        assert replies == [Deleted("first.txt", True)] * 2
+    finally:
+        acct.conn.close()
+    assert set(ls_json(stack, home)) >= {"second.txt"}
+    assert "first.txt" not in ls_json(stack, home)
+
+
+# --- a large file ------------------------------------------------------------------------
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while block := stream.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+@pytest.mark.timeout(600)  # about 45 s here; bench/lifecycle.py runs 5 GiB
+def test_1_gib_round_trip_in_bounded_memory(tmp_path: Path) -> None:
+    with running_stack(tmp_path / "stack") as stack:
+        home = tmp_path / "home"
+        assert stack.client(home, "register", "gib").returncode == 0
+        source = tmp_path / "gib.bin"
+        with source.open("wb") as out:
+            for index in range(1024):  # half random, half text
+                out.write(os.urandom(1 << 20) if index % 2 else b"gigabyte text\n" * 74898)
+        size = source.stat().st_size
+        match = put(stack, home, source, "-q")
+        assert (int(match["size"]), int(match["crc"])) == (size, cksum_command(source))
+        target = tmp_path / "gib.out"
+        out = get(stack, home, "gib.bin", "-q", "-o", str(target))
+        assert f"{size}{GET}{match['crc']}  verified" in out
+        assert sha256_of(target) == sha256_of(source)
+        # The largest of the clients run so far (the servers are not reaped yet).
+        client_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        assert client_peak < 250, f"client peak RSS {client_peak} MiB"
+        for proc in (stack.broker, *stack.workers["file"]):
+            assert peak_rss_mib(proc.pid) < 250, f"{proc.name}: {peak_rss_mib(proc.pid)} MiB"

@@ -1,0 +1,252 @@
+"""Resume: an upload or download killed half way continues from what is already there.
+
+Each client runs through a :class:`Relay` that counts the requests it forwards by message
+type, so "fewer than 60% sent again" is measured on the wire. The moment to kill is read
+from the server's store (chunks held) or from the client's own state file (chunks
+received), never guessed with a sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+from client.partial import part_paths
+from common.codec import decode_envelope
+from common.errors import ProtocolError
+from common.messages import MessageType
+from workers.datadir import DB_NAME
+
+from .procs import Broker, wait_for_service
+from .stack import SERVICES, Stack, running_stack
+from .test_upload_e2e import SUMMARY, cksum_command, stored_plaintext
+
+pytestmark = pytest.mark.integration
+
+MIB = 1 << 20
+SIZE = 192 * MIB  # 192 chunks of the default 1 MiB
+CHUNKS = SIZE // MIB
+
+
+class Relay:
+    """A ROUTER/DEALER relay for one client: counts requests by type and can alter
+    ``CHUNK_DATA`` replies (``flip_reply``: the chunk index whose payload gets a bit
+    flipped)."""
+
+    def __init__(self, broker: str, flip_reply: int | None = None) -> None:
+        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self.front = self.context.socket(zmq.ROUTER)
+        self.front.setsockopt(zmq.LINGER, 0)
+        self.endpoint = f"tcp://127.0.0.1:{self.front.bind_to_random_port('tcp://127.0.0.1')}"
+        self.back = self.context.socket(zmq.DEALER)
+        self.back.setsockopt(zmq.LINGER, 0)
+        self.back.connect(broker)
+        self.flip_reply = flip_reply
+        self.flipped = 0
+        self.counts: Counter[MessageType] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.front, zmq.POLLIN)
+        poller.register(self.back, zmq.POLLIN)
+        peer = b""
+        while not self._stop.is_set():
+            for sock, _ in poller.poll(50):
+                if sock is self.front:
+                    peer, *frames = self.front.recv_multipart()
+                    self._count(frames)
+                    self.back.send_multipart(frames)
+                else:
+                    self.front.send_multipart([peer, *self._tamper(self.back.recv_multipart())])
+
+    def _count(self, frames: list[bytes]) -> None:
+        # ["", "MDPC01", service, envelope, payload]
+        with contextlib.suppress(IndexError, ProtocolError):
+            self.counts[decode_envelope(frames[3]).type] += 1
+
+    def _tamper(self, frames: list[bytes]) -> list[bytes]:
+        if self.flip_reply is None or len(frames) != 5 or frames[3][:1] != b"\x98":
+            return frames
+        env = decode_envelope(frames[3])
+        if (
+            env.type is MessageType.CHUNK_DATA
+            and env.stream
+            and env.stream.index == self.flip_reply
+        ):
+            payload = bytearray(frames[4])
+            payload[len(payload) // 2] ^= 0x01
+            self.flipped += 1
+            return [*frames[:4], bytes(payload)]
+        return frames
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.front.close(linger=0)
+        self.back.close(linger=0)
+        self.context.term()
+
+
+def wait_until(
+    test: Callable[[], bool], what: str, proc: subprocess.Popen[str], limit: float = 60
+) -> None:
+    deadline = time.monotonic() + limit
+    pace = threading.Event()  # never set: a bounded pause between looks
+    while not test():
+        assert proc.poll() is None, f"the client ended before {what}: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        pace.wait(0.005)
+
+
+def chunks_held(stack: Stack, name: str) -> int:
+    """Chunks the server holds for the open upload of ``name`` (read-only look)."""
+    db = sqlite3.connect(f"file:{stack.data_dir / DB_NAME}?mode=ro", uri=True, timeout=5)
+    try:
+        row = db.execute(
+            """SELECT count(*) FROM chunks c JOIN uploads u ON u.transfer_id = c.transfer_id
+               WHERE u.name = ? AND u.state = 'open'""",
+            (name,),
+        ).fetchone()
+        return int(row[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        db.close()
+
+
+def chunks_received(target: Path) -> int:
+    try:
+        return int(json.loads(part_paths(target)[1].read_text())["received"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def big_file(path: Path, size: int = SIZE) -> Path:
+    with path.open("wb") as out:
+        for _ in range(size // MIB):
+            out.write(os.urandom(MIB))
+    return path
+
+
+def kill_9(proc: subprocess.Popen[str]) -> None:
+    proc.kill()
+    proc.communicate(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("stack")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def home(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("resumer")
+    assert stack.client(path, "register", "resumer").returncode == 0
+    return path
+
+
+def test_killed_upload_resumes_and_sends_less_than_60_percent_again(
+    stack: Stack, home: Path, tmp_path: Path
+) -> None:
+    source = big_file(tmp_path / "half.bin")
+    first = Relay(stack.endpoint)
+    try:
+        client = stack.spawn_client(home, "put", "-q", str(source), "--server", first.endpoint)
+        wait_until(lambda: chunks_held(stack, "half.bin") >= CHUNKS // 2, "half stored", client)
+        kill_9(client)
+    finally:
+        first.close()
+    assert first.counts[MessageType.UPLOAD_CONFIRM] == 0  # it really was cut short
+    again = Relay(stack.endpoint)
+    try:
+        result = stack.client(home, "put", "-q", str(source), "--server", again.endpoint)
+    finally:
+        again.close()
+    assert result.returncode == 0, result.stderr
+    assert int(SUMMARY.match(result.stdout.strip())["crc"]) == cksum_command(source)  # type: ignore[index]
+    sent = again.counts[MessageType.UPLOAD_CHUNK]
+    assert 0 < sent < 0.6 * CHUNKS, f"sent {sent} of {CHUNKS} chunks again"
+    assert stored_plaintext(stack, home, "half.bin") == source.read_bytes()
+
+
+def test_killed_download_resumes_and_fetches_less_than_60_percent_again(
+    stack: Stack, home: Path, tmp_path: Path
+) -> None:
+    source = big_file(tmp_path / "down.bin")
+    assert stack.client(home, "put", "-q", str(source)).returncode == 0
+    target = tmp_path / "out" / "down.bin"
+    target.parent.mkdir()
+    first = Relay(stack.endpoint)
+    try:
+        args = ("get", "-q", "down.bin", "-o", str(target), "--server", first.endpoint)
+        client = stack.spawn_client(home, *args)
+        wait_until(lambda: chunks_received(target) >= CHUNKS // 2, "half received", client)
+        kill_9(client)
+    finally:
+        first.close()
+    assert not target.exists()  # nothing under the final name
+    assert part_paths(target)[0].exists()
+    again = Relay(stack.endpoint)
+    try:
+        args = ("get", "-v", "-q", "down.bin", "-o", str(target), "--server", again.endpoint)
+        result = stack.client(home, *args)
+    finally:
+        again.close()
+    assert result.returncode == 0, result.stderr
+    fetched = again.counts[MessageType.DOWNLOAD_CHUNK]
+    assert 0 < fetched < 0.6 * CHUNKS, f"fetched {fetched} of {CHUNKS} chunks again"
+    assert f"received {fetched} of {CHUNKS} chunks" in result.stderr
+    assert target.read_bytes() == source.read_bytes()
+    assert not any(p.exists() for p in part_paths(target))
+
+
+def test_download_of_a_replaced_file_starts_over(stack: Stack, home: Path, tmp_path: Path) -> None:
+    source = tmp_path / "changes.bin"
+    source.write_bytes(os.urandom(3 * MIB))
+    assert stack.client(home, "put", "-q", str(source)).returncode == 0
+    target = tmp_path / "changes.bin.out"
+    part, state = part_paths(target)
+    # A part file from an earlier version of the file, claiming two chunks.
+    part.write_bytes(b"stale" * MIB)
+    record = {"version": 1, "transfer_id": "00" * 16, "size": 3 * MIB, "chunk_size": MIB}
+    state.write_text(json.dumps({**record, "chunk_count": 3, "crc": 1, "received": 2}))
+    result = stack.client(home, "get", "-v", "changes.bin", "-o", str(target))
+    assert result.returncode == 0, result.stderr
+    assert "received 3 of 3 chunks (0 already here)" in result.stderr
+    assert target.read_bytes() == source.read_bytes()
+
+
+def test_upload_survives_kill_9_and_restart_of_the_broker(tmp_path: Path) -> None:
+    with running_stack(tmp_path / "stack") as stack:
+        home = tmp_path / "home"
+        assert stack.client(home, "register", "phoenix").returncode == 0
+        source = big_file(tmp_path / "phoenix.bin", 256 * MIB)
+        client = stack.spawn_client(home, "put", "-q", str(source))
+        wait_until(lambda: chunks_held(stack, "phoenix.bin") >= 32, "chunks stored", client)
+        stack.broker.kill()
+        stack.broker = Broker(stack.endpoint, *stack.heartbeat)  # the same port
+        stack.procs.append(stack.broker)
+        for service in SERVICES.values():
+            wait_for_service(stack.endpoint, service, timeout=30)
+        out, err = client.communicate(timeout=180)
+        if client.returncode != 0:  # the client gave up meanwhile: running it again resumes
+            result = stack.client(home, "put", "-q", str(source))
+            out, err = result.stdout, result.stderr
+            assert result.returncode == 0, err
+        assert int(SUMMARY.match(out.strip())["crc"]) == cksum_command(source)  # type: ignore[index]
+        assert stored_plaintext(stack, home, "phoenix.bin") == source.read_bytes()

@@ -1,0 +1,321 @@
+"""Download pieces without sockets: chunk replies, the part/state files, names to paths,
+the listing, and the expiry of unfinished uploads on the server."""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client import session as core
+from client.download import open_chunk_data
+from client.listing import format_size, format_table, to_json
+from client.partial import PartialDownload, part_paths
+from client.sources import download_targets, upload_sources
+from client.upload import FileAccessError
+from common import crypto
+from common.codec import encode_body
+from common.errors import IntegrityError, RefusedError, RemoteProtocolError
+from common.messages import (
+    Codec,
+    DownloadChunk,
+    DownloadReady,
+    ErrorCode,
+    ErrorReply,
+    FileInfo,
+    MessageType,
+    StreamPosition,
+)
+from common.names import InvalidNameError
+from workers.blobs import Blobs
+from workers.files import Expiry
+from workers.protection import SessionKey, data_reply, reply_frames
+from workers.store import ReplyRecord, Store, UploadRow
+
+CHUNK = 1000
+TRANSFER = bytes(range(16))
+KEY = bytes(range(32, 64))
+SESSION = core.Session(
+    client_id=b"c" * 16,
+    session_id=b"s" * 16,
+    keys=crypto.derive_session_keys(b"k" * 32, b"s" * 16),
+    expires_at=0,
+)
+SERVER_SIDE = SessionKey(SESSION.session_id, SESSION.client_id, SESSION.keys)
+
+
+def ready(size: int = 2500, crc: int = 7) -> DownloadReady:
+    count = max(1, -(-size // CHUNK))
+    return DownloadReady(TRANSFER, KEY, size, CHUNK, count, crc)
+
+
+def chunk_reply(
+    index: int,
+    plain: bytes,
+    *,
+    codec: Codec = Codec.NONE,
+    stream: StreamPosition | None = None,
+    info: DownloadReady | None = None,
+) -> tuple[core.Outgoing, list[bytes]]:
+    """A DownloadChunk request and the CHUNK_DATA reply a server would give."""
+    info = info or ready()
+    final = index == info.chunk_count - 1
+    req = core.session_request(SESSION, DownloadChunk(TRANSFER, index))
+    data = zlib.compress(plain) if codec is Codec.ZLIB else plain
+    sealed = crypto.seal_chunk(KEY, index, final, data, core.chunk_aad(TRANSFER, codec))
+    position = stream or StreamPosition(TRANSFER, index, final)
+    return req, data_reply(SERVER_SIDE, req.request_id, position, codec, sealed)
+
+
+# --- chunk replies ---------------------------------------------------------------------
+
+
+def test_a_chunk_opens_and_decompresses() -> None:
+    plain = b"abc" * 333 + b"d"
+    req, reply = chunk_reply(1, plain, codec=Codec.ZLIB)
+    assert open_chunk_data(SESSION, req, reply, ready(), 1) == plain
+
+
+def test_the_final_chunk_holds_the_remainder() -> None:
+    req, reply = chunk_reply(2, b"x" * 500)
+    assert open_chunk_data(SESSION, req, reply, ready(), 2) == b"x" * 500
+
+
+def test_a_flipped_bit_is_an_integrity_error() -> None:
+    req, reply = chunk_reply(0, os.urandom(CHUNK))
+    payload = bytearray(reply[1])
+    payload[40] ^= 1
+    with pytest.raises(IntegrityError):
+        open_chunk_data(SESSION, req, [reply[0], bytes(payload)], ready(), 0)
+
+
+def test_a_chunk_of_another_index_is_refused() -> None:
+    # The server answers with chunk 0 for a request of chunk 1: the stream says so...
+    req, reply = chunk_reply(0, os.urandom(CHUNK))
+    with pytest.raises(RemoteProtocolError, match="another position"):
+        open_chunk_data(SESSION, req, reply, ready(), 1)
+    # ...and if it lies in the stream too, the chunk's own AAD does not open.
+    req, reply = chunk_reply(0, os.urandom(CHUNK), stream=StreamPosition(TRANSFER, 1, False))
+    with pytest.raises(IntegrityError):
+        open_chunk_data(SESSION, req, reply, ready(), 1)
+
+
+def test_a_truncated_file_fails_because_the_last_chunk_is_not_final() -> None:
+    # A server cuts a 3-chunk file to 2 chunks: chunk 1 was sealed as not final.
+    short = ready(size=2000)
+    req, reply = chunk_reply(1, b"y" * CHUNK, stream=StreamPosition(TRANSFER, 1, True))
+    with pytest.raises(IntegrityError):
+        open_chunk_data(SESSION, req, reply, short, 1)
+
+
+def test_a_chunk_of_the_wrong_length_is_an_integrity_error() -> None:
+    req, reply = chunk_reply(0, b"z" * (CHUNK - 1))
+    with pytest.raises(IntegrityError, match="expected 1000"):
+        open_chunk_data(SESSION, req, reply, ready(), 0)
+
+
+def test_a_decompression_bomb_stops_at_the_chunk_size() -> None:
+    req, reply = chunk_reply(0, b"\0" * (50 * CHUNK), codec=Codec.ZLIB)
+    with pytest.raises(IntegrityError, match="decompress"):
+        open_chunk_data(SESSION, req, reply, ready(), 0)
+
+
+def test_an_error_reply_is_a_refusal() -> None:
+    req = core.session_request(SESSION, DownloadChunk(TRANSFER, 0))
+    body = encode_body(ErrorReply(ErrorCode.NOT_FOUND, "no such file or chunk"))
+    reply = reply_frames(SERVER_SIDE, req.request_id, MessageType.ERROR_REPLY, body)
+    with pytest.raises(RefusedError) as info:
+        open_chunk_data(SESSION, req, reply, ready(), 0)
+    assert info.value.code == "not-found"
+
+
+def test_a_reply_to_another_request_is_refused() -> None:
+    _, reply = chunk_reply(0, os.urandom(CHUNK))
+    other = core.session_request(SESSION, DownloadChunk(TRANSFER, 0))
+    with pytest.raises(RemoteProtocolError, match="another request"):
+        open_chunk_data(SESSION, other, reply, ready(), 0)
+
+
+def test_a_chunk_under_another_session_is_refused() -> None:
+    req, reply = chunk_reply(0, os.urandom(CHUNK))
+    stranger = SessionKey(b"t" * 16, SESSION.client_id, SESSION.keys)
+    stream = StreamPosition(TRANSFER, 0, False)
+    forged = data_reply(stranger, req.request_id, stream, Codec.NONE, reply[1])
+    with pytest.raises(RemoteProtocolError, match="session"):
+        open_chunk_data(SESSION, req, forged, ready(), 0)
+
+
+# --- the part and state files ---------------------------------------------------------------
+
+
+def test_part_files_sit_next_to_the_target_hidden(tmp_path: Path) -> None:
+    part, state = part_paths(tmp_path / "report.pdf")
+    assert part == tmp_path / ".report.pdf.cipherdrop-part"
+    assert state == tmp_path / ".report.pdf.cipherdrop-state"
+
+
+def saved(tmp_path: Path, received: int, part_size: int, info: DownloadReady) -> PartialDownload:
+    partial = PartialDownload(tmp_path / "f", info)
+    fd = partial.open_part(0)
+    os.write(fd, b"p" * part_size)
+    os.close(fd)
+    partial.received = received
+    partial.save()
+    return partial
+
+
+def test_resume_from_the_recorded_chunk(tmp_path: Path) -> None:
+    saved(tmp_path, 2, 2 * CHUNK, ready())
+    assert PartialDownload(tmp_path / "f", ready()).resume_point() == 2
+    assert (tmp_path / ".f.cipherdrop-part").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / ".f.cipherdrop-state").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        DownloadReady(bytes(16), KEY, 2500, CHUNK, 3, 7),  # another transfer
+        DownloadReady(TRANSFER, KEY, 2500, CHUNK, 3, 8),  # another CRC
+        DownloadReady(TRANSFER, KEY, 2600, CHUNK, 3, 7),  # another size
+        DownloadReady(TRANSFER, KEY, 2500, 1250, 2, 7),  # another chunking
+    ],
+)
+def test_no_resume_when_the_server_file_differs(tmp_path: Path, changed: DownloadReady) -> None:
+    saved(tmp_path, 2, 2 * CHUNK, ready())
+    assert PartialDownload(tmp_path / "f", changed).resume_point() == 0
+
+
+def test_no_resume_when_the_part_file_is_short_or_the_state_is_junk(tmp_path: Path) -> None:
+    partial = saved(tmp_path, 2, 2 * CHUNK - 1, ready())
+    assert partial.resume_point() == 0
+    partial.state.write_text("{not json")
+    assert partial.resume_point() == 0
+    partial.state.write_text(json.dumps({"version": 1, "received": True}))
+    assert partial.resume_point() == 0
+    partial.discard()
+    assert not partial.part.exists() and not partial.state.exists()
+    assert partial.resume_point() == 0
+
+
+def test_a_new_download_truncates_an_old_part_file(tmp_path: Path) -> None:
+    partial = saved(tmp_path, 2, 2 * CHUNK, ready())
+    os.close(partial.open_part(0))
+    assert partial.part.stat().st_size == 0
+
+
+# --- names and paths ------------------------------------------------------------------------
+
+
+def test_put_r_keeps_relative_names(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    (root / "2024" / "may").mkdir(parents=True)
+    (root / "empty").mkdir()
+    for rel in ("a.jpg", "2024/b.jpg", "2024/may/c.jpg"):
+        (root / rel).write_text(rel)
+    single = tmp_path / "notes.txt"
+    single.write_text("n")
+    pairs = upload_sources([root, single], recursive=True)
+    assert [name for _, name in pairs] == [
+        "photos/a.jpg",
+        "photos/2024/b.jpg",
+        "photos/2024/may/c.jpg",
+        "notes.txt",
+    ]
+    assert all(path.read_text() == name.removeprefix("photos/") for path, name in pairs[:3])
+
+
+def test_put_refuses_directories_without_r_and_name_with_several(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "x").write_text("x")
+    with pytest.raises(FileAccessError, match="-r"):
+        upload_sources([tmp_path / "d"], recursive=False)
+    with pytest.raises(FileAccessError, match="exactly one"):
+        upload_sources([tmp_path / "x", tmp_path / "x"], recursive=False, name="y")
+    with pytest.raises(FileAccessError, match="two files"):
+        upload_sources([tmp_path / "x", tmp_path / "x"], recursive=False)
+    with pytest.raises(InvalidNameError):
+        upload_sources([tmp_path / "x"], recursive=False, name="../y")
+
+
+def test_get_targets(tmp_path: Path) -> None:
+    assert download_targets(["a/b.txt"], None) == [("a/b.txt", Path("a") / "b.txt")]
+    assert download_targets(["a/b.txt"], tmp_path) == [("a/b.txt", tmp_path / "a" / "b.txt")]
+    assert download_targets(["a/b.txt"], tmp_path / "c.txt") == [("a/b.txt", tmp_path / "c.txt")]
+    with pytest.raises(FileAccessError, match="not a directory"):
+        download_targets(["x", "y"], tmp_path / "c.txt")
+    with pytest.raises(InvalidNameError):
+        download_targets(["../escape"], tmp_path)
+
+
+# --- the listing ----------------------------------------------------------------------------
+
+FILES = (
+    FileInfo("a.txt", 6, 1_700_000_000_000, True, 3015617425, None),
+    FileInfo("big/five.bin", 5 * 2**30, 1_700_000_060_000, True, 1, b"\xab" * 32),
+)
+
+
+def test_sizes_read_like_ls_h() -> None:
+    assert [format_size(n) for n in (0, 1023, 1024, 1536, 5 * 2**30)] == [
+        "0 B",
+        "1023 B",
+        "1.0 KiB",
+        "1.5 KiB",
+        "5.0 GiB",
+    ]
+
+
+def test_table_has_one_line_per_file() -> None:
+    lines = format_table(FILES).splitlines()
+    assert lines[0].split()[0] == "NAME" and len(lines) == 3
+    assert "2023-11-14 22:13:20" in lines[1] and "3015617425" in lines[1]
+    assert "5.0 GiB" in lines[2] and "abababab" in lines[2]
+    assert format_table(()) == "no files"
+
+
+def test_json_keeps_exact_values() -> None:
+    records = json.loads(to_json(FILES))
+    assert records[1]["size"] == 5 * 2**30
+    assert records[0]["uploaded_at"] == "2023-11-14T22:13:20Z"
+    assert records[0]["sha256"] is None and records[1]["sha256"] == "ab" * 32
+
+
+# --- expiry of unfinished uploads -----------------------------------------------------------
+
+HOUR = 3_600_000
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = Store.open(tmp_path / "t.db", busy_timeout=1.0)
+    yield opened
+    opened.close()
+
+
+def upload(store: Store, blobs: Blobs, tid: bytes, at: int) -> None:
+    row = UploadRow(tid, b"c" * 16, f"n{tid[0]}", 1, 1, 1, b"wrapped key")
+    store.create_upload(row, at, ReplyRecord(b"c" * 16, tid, b"d" * 16, b"r"))
+    blobs.write(tid, 0, 0, b"sealed")
+
+
+def test_expiry_discards_old_unfinished_uploads_and_their_blobs(
+    store: Store, tmp_path: Path
+) -> None:
+    assert store.create_client(b"c" * 16, "alice", 0, ReplyRecord(b"", b"r" * 16, b"d", b"r"))
+    blobs = Blobs(tmp_path / "blobs")
+    blobs.root.mkdir()
+    old, young = b"\x01" * 16, b"\x02" * 16
+    upload(store, blobs, old, at=0)
+    upload(store, blobs, young, at=23 * HOUR)
+    expiry = Expiry(store, blobs, age=24 * HOUR, interval=HOUR)
+    assert expiry.run(47 * HOUR - 1) == [old]
+    assert store.get_upload(old) is None and not blobs.directory(old).exists()
+    assert store.get_upload(young) is not None and blobs.directory(young).exists()
+    # Within the interval nothing is checked, even though "young" is now old enough.
+    assert expiry.run(47 * HOUR + 1000) == []
+    assert expiry.run(48 * HOUR) == [young]
+    assert not blobs.directory(young).exists()
