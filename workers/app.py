@@ -58,5 +58,10 @@ def build_service(name: str, server: Server, settings: Settings) -> Dispatcher:
         return keyx.key_service(server.store, server.data, settings.crypto.session_ttl)
     if name == "file":
         Blobs(server.data.blobs_path).sweep(server.store.transfer_ids)
-        return files.file_service(server.store, server.data, MAX_CHUNK_SIZE)
+        return files.file_service(
+            server.store,
+            server.data,
+            MAX_CHUNK_SIZE,
+            upload_expiry=settings.store.upload_expiry,
+        )
     raise ConfigError(f"unknown service {name!r}: use one of {', '.join(SERVICES)}")
