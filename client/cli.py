@@ -15,6 +15,7 @@ import enum
 import getpass
 import os
 import sys
+import tomllib
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from client.connection import Account, Connection, TransportOptions, register
 from client.download import DownloadOptions, download_file
 from client.identity import (
     IDENTITY_FILE,
+    Identity,
     NotRegisteredError,
     ServerKeyMismatchError,
     is_encrypted_pem,
@@ -35,6 +37,7 @@ from client.listing import delete_file, format_table, list_files, to_json
 from client.partial import part_paths
 from client.progress import make_progress
 from client.sources import download_targets, upload_sources
+from client.transfer_info import read_transfer_info
 from client.upload import FileAccessError, UploadOptions, open_source, upload_file
 from common.errors import (
     CipherdropError,
@@ -48,6 +51,7 @@ from common.log import configure_logging
 from common.messages import Codec, ErrorCode
 from common.names import InvalidNameError, validate_client_name
 from config import Settings, load_settings
+from config.settings import CONFIG_VARIABLE, env_name
 
 __all__ = ["ExitStatus", "build_parser", "exit_status_for", "main"]
 
@@ -143,7 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--server-fingerprint", help="expected server fingerprint (SHA256:...)")
     reg.add_argument("--passphrase", action="store_true", help="protect the private key")
     put = commands.add_parser("put", help="upload files")
-    put.add_argument("files", type=Path, nargs="+", metavar="FILE", help="files to upload")
+    put.add_argument("files", type=Path, nargs="*", metavar="FILE", help="files to upload")
+    put.add_argument(
+        "--transfer-info",
+        type=Path,
+        metavar="PATH",
+        help="the original client's transfer.info: server, name, file (register if needed)",
+    )
     put.add_argument("-r", "--recursive", action="store_true", help="upload directories")
     put.add_argument("--name", help="name to store one file under (default: its name)")
     get = commands.add_parser("get", help="download files")
@@ -174,6 +184,32 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
         "client.server_fingerprint": getattr(args, "server_fingerprint", None),
     }
     return load_settings(args.config, env, flags)
+
+
+def _explicit_server(
+    args: argparse.Namespace, env: Mapping[str, str], settings: Settings
+) -> str | None:
+    """``client.server`` if it was given on purpose (flag, environment or config file).
+
+    Only then does it override the endpoint an identity saved at registration; the
+    default endpoint never does.
+    """
+    if args.server or env_name("client.server") in env:
+        return settings.client.server
+    config = args.config or env.get(CONFIG_VARIABLE)
+    if config and _config_sets_server(Path(config)):
+        return settings.client.server
+    return None
+
+
+def _config_sets_server(path: Path) -> bool:
+    # load_settings has read and checked this file already; only the key's presence is new.
+    try:
+        with path.open("rb") as stream:
+            table = tomllib.load(stream).get("client")
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    return isinstance(table, dict) and "server" in table
 
 
 def _passphrase(
@@ -207,6 +243,7 @@ class _Context:
     ) -> None:
         self.args, self.env, self.out, self.err = args, env, out, err
         self.endpoint: str | None = None
+        self.passphrase: str | None = None  # once asked, not asked again in this run
 
     def say(self, text: str) -> None:
         if not getattr(self.args, "quiet", False):
@@ -214,41 +251,52 @@ class _Context:
 
 
 def _register(ctx: _Context, settings: Settings) -> None:
-    home = settings.client.home
     name = validate_client_name(ctx.args.name)
+    identity = _new_identity(ctx, settings, name, settings.client.server)
+    print(f"registered {identity.name} as {identity.client_id.hex()}", file=ctx.out)
+
+
+def _new_identity(ctx: _Context, settings: Settings, name: str, endpoint: str) -> Identity:
+    """Register ``name`` at ``endpoint`` into an empty home (TOFU or the configured pin)."""
+    home = settings.client.home
     if (home / IDENTITY_FILE).exists():
         current = load_identity(home)
         raise ConfigError(
             f"{home} already holds the identity {current.name!r}; use --home for another one"
         )
-    passphrase = _passphrase(ctx.env, ctx.args.passphrase, False, True, ctx.err)
-    ctx.endpoint = settings.client.server
-    conn = Connection(ctx.endpoint, _options(settings))
+    ctx.passphrase = _passphrase(ctx.env, ctx.args.passphrase, False, True, ctx.err)
+    ctx.endpoint = endpoint
+    conn = Connection(endpoint, _options(settings))
     try:
-        identity = register(
+        return register(
             conn,
             home,
             name,
             server_fingerprint=settings.client.server_fingerprint or None,
             rsa_bits=settings.crypto.rsa_bits,
-            passphrase=passphrase,
+            passphrase=ctx.passphrase,
             on_event=ctx.say,
         )
     finally:
         conn.close()
-    print(f"registered {identity.name} as {identity.client_id.hex()}", file=ctx.out)
 
 
 @contextmanager
-def _account(ctx: _Context, settings: Settings) -> Iterator[Account]:
-    """The registered client on a connection to its pinned server."""
+def _account(ctx: _Context, settings: Settings, endpoint: str | None = None) -> Iterator[Account]:
+    """The registered client on a connection to its pinned server.
+
+    The endpoint is ``endpoint`` if given (``transfer.info``), else ``client.server`` if
+    it was set on purpose (flag, environment, config file), else the one the identity
+    saved at registration. Whichever it is, the server there must present the key the
+    identity registered with (docs/cli.md, "Which server").
+    """
     home = settings.client.home
     identity = load_identity(home)
-    needed = is_encrypted_pem(home)
-    private_key = load_private_key(
-        home, _passphrase(ctx.env, ctx.args.passphrase, needed, False, ctx.err)
-    )
-    ctx.endpoint = ctx.args.server or identity.server
+    if ctx.passphrase is None:
+        needed = is_encrypted_pem(home)
+        ctx.passphrase = _passphrase(ctx.env, ctx.args.passphrase, needed, False, ctx.err)
+    private_key = load_private_key(home, ctx.passphrase)
+    ctx.endpoint = endpoint or _explicit_server(ctx.args, ctx.env, settings) or identity.server
     conn = Connection(ctx.endpoint, _options(settings))
     try:
         server_key, _ = conn.pinned_server_key(home, identity.server_fingerprint)
@@ -259,7 +307,11 @@ def _account(ctx: _Context, settings: Settings) -> Iterator[Account]:
 
 def _put(ctx: _Context, settings: Settings) -> None:
     args = ctx.args
-    sources = upload_sources(args.files, recursive=args.recursive, name=args.name)
+    endpoint = None
+    if args.transfer_info is not None:
+        endpoint, sources = _from_transfer_info(ctx, settings, args.transfer_info)
+    else:
+        sources = upload_sources(args.files, recursive=args.recursive, name=args.name)
     for path, _ in sources:  # a missing file fails before any network traffic
         open_source(path)[0].close()
     options = UploadOptions(
@@ -267,7 +319,7 @@ def _put(ctx: _Context, settings: Settings) -> None:
         compression=Codec.NONE if settings.client.compression == "none" else Codec.ZLIB,
         level=settings.client.compression_level,
     )
-    with _account(ctx, settings) as account:
+    with _account(ctx, settings, endpoint) as account:
         for path, name in sources:
             stream, size = open_source(path)
             with stream:
@@ -278,6 +330,26 @@ def _put(ctx: _Context, settings: Settings) -> None:
                     progress.close()
             line = f"{result.name}  {result.size} bytes  cksum {result.crc}  verified"
             print(line, file=ctx.out, flush=True)
+
+
+def _from_transfer_info(
+    ctx: _Context, settings: Settings, path: Path
+) -> tuple[str, list[tuple[Path, str]]]:
+    """The original client's workflow: register the name if this home has no identity,
+    else check it is this identity; the endpoint and the one file to upload."""
+    info = read_transfer_info(path)
+    home = settings.client.home
+    if (home / IDENTITY_FILE).exists():
+        identity = load_identity(home)
+        if identity.name != info.name:
+            raise ConfigError(
+                f"{path} names {info.name!r} but {home} holds the identity"
+                f" {identity.name!r}; use --home for another one"
+            )
+    else:
+        identity = _new_identity(ctx, settings, info.name, info.endpoint)
+        ctx.say(f"registered {identity.name} as {identity.client_id.hex()}")
+    return info.endpoint, upload_sources([info.path], recursive=False, name=None)
 
 
 def _get(ctx: _Context, settings: Settings) -> None:
@@ -342,6 +414,26 @@ COMMANDS: dict[str, Callable[[_Context, Settings], None]] = {
 }
 
 
+def _check_put_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """FILE arguments or --transfer-info, one of the two (argparse exits 2 otherwise)."""
+    if args.transfer_info is None:
+        if not args.files:
+            parser.error("put: give FILE arguments or --transfer-info PATH")
+        return
+    clashes = [
+        flag
+        for flag, given in (
+            ("FILE", bool(args.files)),
+            ("--name", args.name is not None),
+            ("--recursive", args.recursive),
+            ("--server", args.server is not None),
+        )
+        if given
+    ]
+    if clashes:
+        parser.error(f"put: --transfer-info names the server and the file; not with {clashes[0]}")
+
+
 def main(
     argv: Sequence[str] | None = None,
     env: Mapping[str, str] | None = None,
@@ -352,7 +444,10 @@ def main(
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
     environ = os.environ if env is None else env
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "put":
+        _check_put_usage(parser, args)
     ctx = _Context(args, environ, out, err)
     try:
         settings = _settings(args, environ)

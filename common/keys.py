@@ -5,7 +5,8 @@ What it guarantees:
 * Keys are at least :data:`MIN_RSA_BITS` (2048) bits; :data:`DEFAULT_RSA_BITS` is 3072.
   A public key from the network is accepted only as canonical X.509
   SubjectPublicKeyInfo DER of an RSA key of 2048..8192 bits with exponent 65537; anything
-  else is the peer's fault (:class:`~common.errors.RemoteProtocolError`).
+  else is the peer's fault (:class:`~common.errors.RemoteProtocolError`). The one
+  exception, :func:`load_legacy_public_key`, serves only the legacy protocol (RSA-1024).
 * Wrapping is RSA-OAEP with SHA-256 and MGF1-SHA256 (empty label); signatures are
   RSA-PSS with SHA-256, MGF1-SHA256 and a 32-byte salt.
 * Every failure to unwrap, verify, open or load (wrong passphrase, junk) is the one
@@ -34,12 +35,15 @@ from common.errors import ConfigError, IntegrityError, RemoteProtocolError
 
 __all__ = [
     "DEFAULT_RSA_BITS",
+    "LEGACY_EXPONENTS",
+    "LEGACY_RSA_BITS",
     "MAX_RSA_BITS",
     "MIN_RSA_BITS",
     "RsaKey",
     "fingerprint",
     "fingerprint_digest",
     "generate_private_key",
+    "load_legacy_public_key",
     "load_private_key",
     "load_public_key",
     "open_with_private_key",
@@ -58,6 +62,10 @@ DEFAULT_RSA_BITS = 3072
 # A stranger's 16384-bit key would make every operation with it cost a hundred times more.
 MAX_RSA_BITS = 8192
 _PUBLIC_EXPONENT = 65537
+# The legacy protocol's keys (docs/legacy.md): RSA-1024; the originals' library makes them
+# with e = 17, which is why their SubjectPublicKeyInfo is exactly 160 bytes.
+LEGACY_RSA_BITS = 1024
+LEGACY_EXPONENTS = frozenset({3, 17, 65537})
 # SubjectPublicKeyInfo of an 8192-bit key is about 1.05 KB; refuse to parse more.
 _MAX_PUBLIC_DER = 2048
 _PEM_PROTECTION = "scryptAndAES256-CBC"
@@ -92,16 +100,7 @@ def public_key_der(key: RsaKey) -> bytes:
 
 def load_public_key(der: bytes, *, min_bits: int = MIN_RSA_BITS) -> RsaKey:
     """Parse a public key received from a peer; strict, canonical SubjectPublicKeyInfo DER."""
-    if len(der) > _MAX_PUBLIC_DER:
-        raise RemoteProtocolError("public key is too long")
-    try:
-        key = RSA.import_key(der)
-    except (ValueError, IndexError, TypeError) as exc:
-        raise RemoteProtocolError("public key is not valid RSA SubjectPublicKeyInfo DER") from exc
-    # Re-encoding must give the same bytes: this rejects PEM, PKCS#1, private keys and
-    # trailing junk, so one key has exactly one encoding and one fingerprint.
-    if key.has_private() or key.export_key(format="DER") != der:
-        raise RemoteProtocolError("public key is not canonical SubjectPublicKeyInfo DER")
+    key = _load_canonical(der, "public key")
     bits = key.size_in_bits()
     if not min_bits <= bits <= MAX_RSA_BITS:
         raise RemoteProtocolError(
@@ -109,6 +108,33 @@ def load_public_key(der: bytes, *, min_bits: int = MIN_RSA_BITS) -> RsaKey:
         )
     if key.e != _PUBLIC_EXPONENT:
         raise RemoteProtocolError(f"RSA public exponent must be {_PUBLIC_EXPONENT}")
+    return key
+
+
+def load_legacy_public_key(der: bytes) -> RsaKey:
+    """Parse a legacy-protocol client's key: canonical DER of RSA-1024, e = 3, 17 or 65537.
+
+    The one place RSA-1024 is accepted (the legacy gateway and the server's legacy key
+    exchange, docs/legacy.md); every other key goes through :func:`load_public_key`, whose
+    floor is 2048 bits. Anything else is :class:`~common.errors.RemoteProtocolError`.
+    """
+    key = _load_canonical(der, "legacy public key")
+    if key.size_in_bits() != LEGACY_RSA_BITS or key.e not in LEGACY_EXPONENTS:
+        raise RemoteProtocolError("legacy public key must be RSA-1024 with e = 3, 17 or 65537")
+    return key
+
+
+def _load_canonical(der: bytes, what: str) -> RsaKey:
+    if len(der) > _MAX_PUBLIC_DER:
+        raise RemoteProtocolError(f"{what} is too long")
+    try:
+        key = RSA.import_key(der)
+    except (ValueError, IndexError, TypeError) as exc:
+        raise RemoteProtocolError(f"{what} is not valid RSA SubjectPublicKeyInfo DER") from exc
+    # Re-encoding must give the same bytes: this rejects PEM, PKCS#1, private keys and
+    # trailing junk, so one key has exactly one encoding and one fingerprint.
+    if key.has_private() or key.export_key(format="DER") != der:
+        raise RemoteProtocolError(f"{what} is not canonical SubjectPublicKeyInfo DER")
     return key
 
 

@@ -2,7 +2,8 @@
 
 The loop reads a 23-byte header, checks it (version, a code of this dialect, the exact
 payload size of that request), consults :mod:`gateway.machine`, serves the request
-through :class:`~gateway.backend.Backend`, and writes the answer. Every read is exact
+through :class:`~gateway.backend.Backend`, and writes the answer. A file's bytes are
+received by :mod:`gateway.receive`, through this connection's reads. Every read is exact
 (``readexactly``: a read may return fewer bytes) and bounded by the idle timeout; the
 whole connection by the total timeout.
 
@@ -30,19 +31,20 @@ import structlog
 
 from common import crypto
 from common.errors import CipherdropError, IntegrityError, RefusedError
+from common.keys import load_legacy_public_key
 from common.messages import ErrorCode, Verdict
-from common.names import InvalidNameError, validate_client_name, validate_file_name
+from common.names import InvalidNameError, validate_client_name
 from gateway import wire
 from gateway.backend import Backend, LegacyGrant
-from gateway.legacy_crypto import BLOCK, load_legacy_public_key, padded_size, wrap_legacy_key
+from gateway.legacy_crypto import wrap_legacy_key
 from gateway.machine import State, next_state
+from gateway.receive import Broken, Receiver, receive_file
 from gateway.spool import Spool
 from gateway.wire import Dialect, LegacyFormatError, Request, RequestHeader, Response
 
 __all__ = ["MAX_RESENDS", "LegacyConnection", "Limits"]
 
 MAX_RESENDS = 3  # "CRC bad, will resend" accepted per file; the next one is refused
-_PIECE = 64 * 1024  # file bytes are read from the socket in pieces of at most this
 _REFUSALS = {str(ErrorCode.NAME_TAKEN), str(ErrorCode.INVALID_NAME)}
 _UNKNOWN = {str(ErrorCode.UNKNOWN_CLIENT), str(ErrorCode.BAD_PROOF)}
 _SESSION_MARGIN_MS = 60_000
@@ -56,14 +58,6 @@ class Limits:
     max_packet: int = 64 * 2**20  # ciphertext bytes of one packet (dialects C, D)
     idle_timeout: float = 30.0
     total_timeout: float = 3600.0
-
-
-class _Close(Exception):
-    """Answer the general error (unless ``silent``) and close the connection."""
-
-    def __init__(self, why: str, *, silent: bool = False) -> None:
-        super().__init__(why)
-        self.silent = silent
 
 
 class _Fail(Exception):
@@ -118,7 +112,7 @@ class LegacyConnection:
             async with asyncio.timeout(self.limits.total_timeout):
                 while (header := await self._header()) is not None:
                     await self._serve(header)
-        except _Close as close:
+        except Broken as close:
             outcome = f"dropped: {close}"
             if not close.silent:
                 with contextlib.suppress(Exception):
@@ -145,12 +139,12 @@ class LegacyConnection:
             raw = await self._read(wire.REQUEST_HEADER.size)
         except asyncio.IncompleteReadError as exc:
             if exc.partial:
-                raise _Close("truncated header") from None
+                raise Broken("truncated header") from None
             return None  # a clean close between requests
         try:
             return wire.parse_header(self.dialect, raw)
         except LegacyFormatError as exc:
-            raise _Close(str(exc)) from None
+            raise Broken(str(exc)) from None
 
     async def _send(self, response: Response, payload: bytes = b"") -> None:
         self.writer.write(wire.encode_response(self.dialect, response, payload))
@@ -163,14 +157,14 @@ class LegacyConnection:
         request = header.request
         fixed = wire.fixed_payload_size(request)
         if fixed is not None and header.payload_size != fixed:
-            raise _Close(f"{request.name}: payload size {header.payload_size}, expected {fixed}")
+            raise Broken(f"{request.name}: payload size {header.payload_size}, expected {fixed}")
         payload = await self._read(fixed) if fixed is not None else b""
         target = next_state(self.state, request)
         outcome = "ok"
         try:
             if target is None:
                 if request is Request.SEND_FILE:
-                    raise _Close("file sent out of order")
+                    raise Broken("file sent out of order")
                 raise _Fail(f"{request.name} out of order in state {self.state.value}")
             await self._handle(request, header, payload)
             self.state = target
@@ -271,21 +265,33 @@ class LegacyConnection:
     # -- files -----------------------------------------------------------------------------
 
     async def _send_file(self, header: RequestHeader) -> None:
-        spool, name, original = await self._receive(header)
+        received = await receive_file(self._receiver(), header)
+        spool, name, original = received.spool, received.name, received.original_size
         try:
             await self._discard_pending()
             key = self.aes_key
             if key is None:
-                raise _Close("no key")
+                raise Broken("no key")
             try:
                 size = spool.plaintext_size(key)
             except IntegrityError:
-                raise _Close("file does not decrypt") from None
+                raise Broken("file does not decrypt") from None
             if original is not None and size != original:
-                raise _Close("file does not decrypt")  # the same answer as bad padding
+                raise Broken("file does not decrypt")  # the same answer as bad padding
             await self._upload(spool, name, size)
         finally:
             spool.close()
+
+    def _receiver(self) -> Receiver:
+        limits = self.limits
+        return Receiver(
+            self.dialect,
+            limits.max_file,
+            limits.max_packet,
+            self.spool_dir,
+            self._read,
+            self._header,
+        )
 
     async def _upload(self, spool: Spool, name: str, size: int) -> None:
         grant = await self._fresh_grant()
@@ -305,64 +311,6 @@ class LegacyConnection:
             self.client_id, spool.content_size, name, committed.crc
         )
         await self._send(Response.FILE_RECEIVED, payload)
-
-    async def _receive(self, first: RequestHeader) -> tuple[Spool, str, int | None]:
-        """Read the file's request (A, B) or its packets (C, D) into a spool.
-
-        Packets are numbered from 0 or from 1 (both kinds of client exist), then one by
-        one; each repeats the sizes, total and name of the first, and no other request
-        may come between them.
-        """
-        head = await self._file_header(first)
-        if head.packet not in (0, 1):
-            raise _Close("the first packet must be number 0 or 1")
-        spool = Spool(self.spool_dir, head.content_size)
-        try:
-            current = head
-            while True:
-                await self._copy(spool, current.data_size)
-                last = current.packet == head.packet + head.total - 1
-                if last != spool.complete:
-                    raise _Close("packets do not add up to the content size")
-                if last:
-                    return spool, head.name, head.original_size
-                following = await self._header()
-                if following is None or following.request is not Request.SEND_FILE:
-                    raise _Close("expected the next packet")
-                after = await self._file_header(following)
-                if _file_of(after) != _file_of(head) or after.packet != current.packet + 1:
-                    raise _Close("packet does not continue the file")
-                current = after
-        except BaseException:
-            spool.close()
-            raise
-
-    async def _file_header(self, header: RequestHeader) -> wire.FileHeader:
-        fixed_size = wire.file_header_size(self.dialect)
-        if header.payload_size < fixed_size:
-            raise _Close("file request shorter than its header")
-        fixed = await self._read(fixed_size)
-        try:
-            head = wire.parse_file_header(self.dialect, fixed, header.payload_size)
-            validate_file_name(head.name, "name")
-        except (LegacyFormatError, InvalidNameError) as exc:
-            raise _Close(str(exc)) from None
-        content = head.content_size
-        if content > self.limits.max_file or content < BLOCK or content % BLOCK:
-            raise _Close("file size not allowed")  # too large, or not whole CBC blocks
-        if head.original_size is not None and padded_size(head.original_size) != content:
-            raise _Close("file sizes are inconsistent")
-        if self.dialect.packets and head.data_size > self.limits.max_packet:
-            raise _Close("packet too large")
-        return head
-
-    async def _copy(self, spool: Spool, size: int) -> None:
-        if spool.received + size > spool.content_size:
-            raise _Close("more data than the content size")
-        while size:
-            piece = await self._read(min(size, _PIECE))
-            spool.write(piece)
-            size -= len(piece)
 
     # -- verdicts --------------------------------------------------------------------------
 
@@ -400,10 +348,6 @@ class LegacyConnection:
             return
         with contextlib.suppress(CipherdropError):
             await self.backend.confirm(self.grant.session, pending.transfer_id, Verdict.GIVE_UP)
-
-
-def _file_of(head: wire.FileHeader) -> tuple[int, int | None, int, str]:
-    return head.content_size, head.original_size, head.total, head.name
 
 
 def _client_name(payload: bytes) -> str | None:

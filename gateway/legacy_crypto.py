@@ -1,13 +1,12 @@
-"""The legacy protocol's crypto, kept here and nowhere else: RSA-1024 OAEP-SHA1, AES-CBC.
+"""The legacy protocol's crypto, kept here and nowhere else: RSA-OAEP-SHA1, AES-CBC.
 
 This is weak by design (docs/legacy.md says why it is still served, and how it is
 contained); it is never used between the gateway and our own services.
 
 Guarantees:
 
-* :func:`load_legacy_public_key` accepts only canonical X.509 SubjectPublicKeyInfo DER of
-  an RSA key of exactly 1024 bits with exponent 3, 17 or 65537 (the originals' library
-  uses 17, which is why their field is 160 bytes).
+* Legacy clients' RSA-1024 keys are parsed by :func:`common.keys.load_legacy_public_key`
+  (shared with the server's legacy key exchange, so both apply one rule).
 * :func:`wrap_legacy_key` encrypts the per-connection AES key with RSA-OAEP (SHA-1,
   MGF1-SHA1), as the legacy clients expect.
 * :class:`CbcStream` decrypts AES-CBC with the all-zero IV incrementally, in whole blocks,
@@ -23,37 +22,20 @@ import hmac
 
 from Crypto.Cipher import AES, PKCS1_OAEP
 from Crypto.Hash import SHA1
-from Crypto.PublicKey import RSA
 from Crypto.PublicKey.RSA import RsaKey
 
-from common.errors import IntegrityError, RemoteProtocolError
+from common.errors import IntegrityError
 
 __all__ = [
     "BLOCK",
     "CbcStream",
-    "load_legacy_public_key",
     "padded_size",
     "plaintext_size",
     "wrap_legacy_key",
 ]
 
 BLOCK = 16
-LEGACY_BITS = 1024
-LEGACY_EXPONENTS = frozenset({3, 17, 65537})
 _ZERO_IV = bytes(BLOCK)
-
-
-def load_legacy_public_key(der: bytes) -> RsaKey:
-    """Parse a legacy client's public key strictly; RemoteProtocolError otherwise."""
-    try:
-        key = RSA.import_key(der)
-    except (ValueError, IndexError, TypeError) as exc:
-        raise RemoteProtocolError("legacy public key is not RSA SubjectPublicKeyInfo") from exc
-    if key.has_private() or key.export_key(format="DER") != der:
-        raise RemoteProtocolError("legacy public key is not canonical SubjectPublicKeyInfo DER")
-    if key.size_in_bits() != LEGACY_BITS or key.e not in LEGACY_EXPONENTS:
-        raise RemoteProtocolError("legacy public key must be RSA-1024 with e = 3, 17 or 65537")
-    return key
 
 
 def wrap_legacy_key(public_key: RsaKey, aes_key: bytes) -> bytes:

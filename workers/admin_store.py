@@ -25,12 +25,11 @@ from workers.app import _CHECK_CONTEXT, _CHECK_KEY
 from workers.db import translated
 from workers.service import _reply_context
 from workers.sessions import session_context
-from workers.store import Store
+from workers.store import REVOCATIONS_KEY, Store
 from workers.uploads import data_key_context
 
 __all__ = ["AdminStore", "ClientInfo", "StoredFile"]
 
-REVOCATIONS_KEY = "revocations"
 # (blob, its wrapping context) -> the blob wrapped under the new key
 Rewrap = Callable[[bytes, bytes], bytes]
 

@@ -4,7 +4,9 @@ A ``KeyRequest`` arrives sealed to the server key (so the client id and public k
 on the wire in clear) and is answered sealed under its one-time key. It grants a session
 only if all of these hold, else it is refused (``unknown-client`` / ``bad-proof``):
 
-* the client ``(id, name)`` is registered and not revoked;
+* the client ``(id, name)`` is registered, not revoked and not flagged legacy (a legacy
+  client's id travels in clear on the legacy wire, so whoever saw it could otherwise
+  claim a client that has no key yet with a key of their own);
 * the signature over ``key_request_signed_bytes`` verifies with ``public_key``, so the
   sender holds the private key;
 * the timestamp is within :data:`CLOCK_SKEW_MS` of the server's clock and the nonce was
@@ -25,8 +27,6 @@ from __future__ import annotations
 import dataclasses
 import secrets
 
-from Crypto.PublicKey import RSA
-
 from common import crypto, keys
 from common.body_schema import gateway_signed_bytes, legacy_grant_signed_bytes
 from common.codec import key_request_signed_bytes, session_granted_signed_bytes
@@ -43,7 +43,6 @@ from common.messages import (
     SessionGranted,
 )
 from workers.datadir import DataDir
-from workers.db import translated
 from workers.service import Context, Dispatcher, Route
 from workers.sessions import session_context
 from workers.store import ClientRow, Grant, SessionRow, Store
@@ -52,7 +51,6 @@ __all__ = [
     "CLOCK_SKEW_MS",
     "SERVICE",
     "TRUSTED_GATEWAYS",
-    "check_legacy_public_key",
     "key_service",
     "legacy_key_routes",
     "trusted_gateways",
@@ -71,7 +69,7 @@ def key_service(store: Store, data: DataDir, session_ttl: float) -> Dispatcher:
     ttl_ms = int(session_ttl * 1000)
 
     def exchange(ctx: Context, req: KeyRequest) -> SessionGranted:
-        client = store.get_client(req.client_id)
+        client = store.get_native_client(req.client_id)  # legacy clients are not here
         if client is None or client.name != req.name or client.revoked:
             raise RefusedError(ErrorCode.UNKNOWN_CLIENT, "no such client")
         if client.public_key is not None and client.public_key != req.public_key:
@@ -127,10 +125,6 @@ def key_service(store: Store, data: DataDir, session_ttl: float) -> Dispatcher:
 # native exchange refuses keys below 2048 bits, so a legacy key never works there.
 
 TRUSTED_GATEWAYS = "trusted_gateways"
-LEGACY_KEY_BITS = 1024
-# Exponents of the legacy clients' keys: the originals' library makes keys with e = 17,
-# which is why their SubjectPublicKeyInfo is exactly 160 bytes.
-LEGACY_EXPONENTS = frozenset({3, 17, 65537})
 
 
 def trusted_gateways(data: DataDir) -> frozenset[bytes]:
@@ -167,28 +161,12 @@ def verify_gateway(data: DataDir, msg: LegacyRegisterRequest | LegacyKeyRequest,
         raise _bad_proof("the request time is too far from the server's clock")
 
 
-def check_legacy_public_key(der: bytes) -> None:
-    """A legacy client's key: canonical SubjectPublicKeyInfo DER of RSA-1024, small exponent."""
-    try:
-        key = RSA.import_key(der)
-    except (ValueError, IndexError, TypeError) as exc:
-        raise RemoteProtocolError("legacy public key is not RSA SubjectPublicKeyInfo") from exc
-    if key.has_private() or key.export_key(format="DER") != der:
-        raise RemoteProtocolError("legacy public key is not canonical SubjectPublicKeyInfo DER")
-    if key.size_in_bits() != LEGACY_KEY_BITS or key.e not in LEGACY_EXPONENTS:
-        raise RemoteProtocolError("legacy public key must be RSA-1024 with e = 3, 17 or 65537")
-
-
-@translated
 def _legacy_client(store: Store, req: LegacyKeyRequest) -> ClientRow:
     """The legacy client the request names (by id and name, or by name on reconnect)."""
-    # The store has no query by name or of the legacy flag; this read is the only one.
-    row = store._db.execute(
-        "SELECT id, name, public_key, revoked, legacy FROM clients WHERE name = ?", (req.name,)
-    ).fetchone()
-    if row is None or not row[4] or row[3] or (req.client_id and row[0] != req.client_id):
+    client = store.find_legacy_client(req.name)
+    if client is None or client.revoked or (req.client_id and client.id != req.client_id):
         raise RefusedError(ErrorCode.UNKNOWN_CLIENT, "no such legacy client")
-    return ClientRow(row[0], row[1], row[2], bool(row[3]))
+    return client
 
 
 def legacy_key_routes(store: Store, data: DataDir, session_ttl: float) -> dict[MessageType, Route]:
@@ -205,7 +183,7 @@ def legacy_key_routes(store: Store, data: DataDir, session_ttl: float) -> dict[M
             raise RefusedError(ErrorCode.UNKNOWN_CLIENT, "the legacy client has no key yet")
         if client.public_key is not None and client.public_key != public_key:
             raise _bad_proof("this is not the client's registered key")
-        check_legacy_public_key(public_key)
+        keys.load_legacy_public_key(public_key)
         gateway_key = keys.load_public_key(req.gateway_key)
         session_key = crypto.random_key()
         session_id = secrets.token_bytes(ID_LEN)

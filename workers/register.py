@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import secrets
-import sqlite3
 
 from common.errors import RefusedError
 from common.fields import ID_LEN
@@ -30,13 +29,12 @@ from common.messages import (
     ServerKey,
     ServerKeyRequest,
 )
-from workers import db
 from workers.datadir import DataDir
 from workers.keyx import verify_gateway
 from workers.service import Context, Dispatcher, Route
-from workers.store import ReplyRecord, Store
+from workers.store import Store
 
-__all__ = ["SERVICE", "create_legacy_client", "legacy_register_routes", "register_service"]
+__all__ = ["SERVICE", "legacy_register_routes", "register_service"]
 
 SERVICE = "cipherdrop.register"
 
@@ -61,34 +59,13 @@ def register_service(store: Store, data: DataDir) -> Dispatcher:
     return Dispatcher(routes, store=store, master=data.master, server_key=data.server_key)
 
 
-@db.translated
-def create_legacy_client(
-    store: Store, client_id: bytes, name: str, now: int, record: ReplyRecord
-) -> bool:
-    """Add a client flagged legacy, recording the reply; False if the name is taken.
-
-    The store has no method for the legacy flag, so this runs its own transaction on the
-    store's connection, with the same rules as :meth:`Store.create_client`.
-    """
-    conn: sqlite3.Connection = store._db
-    with db.write(conn):
-        if conn.execute("SELECT 1 FROM clients WHERE name = ?", (name,)).fetchone():
-            return False
-        conn.execute(
-            "INSERT INTO clients (id, name, created_at, legacy) VALUES (?, ?, ?, 1)",
-            (client_id, name, now),
-        )
-        store._record(record, now)
-    return True
-
-
 def legacy_register_routes(store: Store, data: DataDir) -> dict[MessageType, Route]:
     """The ``LegacyRegisterRequest`` route of the register service."""
 
     def register(ctx: Context, msg: LegacyRegisterRequest) -> LegacyRegistered:
         verify_gateway(data, msg, ctx.now)
         reply = LegacyRegistered(secrets.token_bytes(ID_LEN))
-        if not create_legacy_client(store, reply.client_id, msg.name, ctx.now, ctx.record(reply)):
+        if not store.create_legacy_client(reply.client_id, msg.name, ctx.now, ctx.record(reply)):
             raise RefusedError(ErrorCode.NAME_TAKEN, f"the name {msg.name!r} is taken")
         return reply
 

@@ -6,11 +6,14 @@ the unwrapped, derived keys of recently used sessions in memory.
 
 Guarantees: :meth:`SessionCache.lookup` returns a session only if it exists, belongs to
 the client the envelope names, has not expired at ``now``, and its client was not
-revoked when the row was last read; a cached entry is re-read from the store at least
-every ``recheck_ms`` so a revocation or a deleted session takes effect within that
-time. Refusals are :class:`RefusedError` with ``unknown-session`` or
-``session-expired``; a session of another client is "unknown", never "expired", so the
-answer reveals nothing about other clients' sessions.
+revoked when the row was last read. Revocation takes effect at once: every lookup reads
+the store's revocation counter (:meth:`Store.revocation_count`, one primary-key read,
+bumped in the transaction that revokes) and drops every cached entry when it changed, so
+the next request of a revoked client's session finds its row gone. A cached entry is
+also re-read at least every ``recheck_ms``, for sessions removed any other way.
+Refusals are :class:`RefusedError` with ``unknown-session`` or ``session-expired``; a
+session of another client is "unknown", never "expired", so the answer reveals nothing
+about other clients' sessions.
 """
 
 from __future__ import annotations
@@ -51,8 +54,15 @@ class SessionCache:
         self._recheck_ms = recheck_ms
         self._max = max_entries
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        self._revocations: int | None = None
 
     def lookup(self, session_id: bytes, client_id: bytes, now: int) -> SessionKey:
+        revocations = self._store.revocation_count()
+        if revocations != self._revocations:
+            # Something was revoked since the last lookup: which sessions it ended is in
+            # the store, so forget them all rather than serve one more request of them.
+            self._entries.clear()
+            self._revocations = revocations
         entry = self._entries.get(session_id)
         if entry is None or now >= entry.fresh_until:
             entry = self._load(session_id, now)

@@ -33,6 +33,7 @@ from workers.rows import (
 from workers.tables import UploadTables
 
 __all__ = [  # the row types are re-exported: callers import everything from here
+    "REVOCATIONS_KEY",
     "ChunkRow",
     "ClientRow",
     "DuplicateRequest",
@@ -44,6 +45,10 @@ __all__ = [  # the row types are re-exported: callers import everything from her
     "Store",
     "UploadRow",
 ]
+
+# The ``meta`` key of the revocation counter: bumped in the transaction that revokes a
+# client, so a worker that caches sessions sees that something was revoked.
+REVOCATIONS_KEY = "revocations"
 
 
 class _Abort(Exception):
@@ -155,3 +160,53 @@ class Store(UploadTables):
         if row is None:
             return None
         return SessionRow(row[0], row[1], row[2], row[3], bool(row[4]))
+
+    # -- flags: legacy clients and revocations -----------------------------------------
+
+    @translated
+    def get_native_client(self, client_id: bytes) -> ClientRow | None:
+        """The client with this id unless it is flagged legacy (the native exchange's read).
+
+        A legacy client cannot prove a key our way, and its id travels in clear on the
+        legacy wire: the native key exchange must not see it at all.
+        """
+        row = self._db.execute(
+            "SELECT id, name, public_key, revoked FROM clients WHERE id = ? AND legacy = 0",
+            (client_id,),
+        ).fetchone()
+        return None if row is None else ClientRow(row[0], row[1], row[2], bool(row[3]))
+
+    @translated
+    def find_legacy_client(self, name: str) -> ClientRow | None:
+        """The client flagged legacy with this name (revoked or not); None for a native one."""
+        row = self._db.execute(
+            "SELECT id, name, public_key, revoked FROM clients WHERE name = ? AND legacy = 1",
+            (name,),
+        ).fetchone()
+        return None if row is None else ClientRow(row[0], row[1], row[2], bool(row[3]))
+
+    @translated
+    def create_legacy_client(
+        self, client_id: bytes, name: str, now: int, record: ReplyRecord
+    ) -> bool:
+        """Add a client flagged legacy, as :meth:`create_client`; False if the name is taken."""
+        with db.write(self._db):
+            if self._db.execute("SELECT 1 FROM clients WHERE name = ?", (name,)).fetchone():
+                return False
+            self._db.execute(
+                "INSERT INTO clients (id, name, created_at, legacy) VALUES (?, ?, ?, 1)",
+                (client_id, name, now),
+            )
+            self._record(record, now)
+        return True
+
+    @translated
+    def revocation_count(self) -> int:
+        """How many revocations were ever made (``cipherdrop-admin revoke`` bumps it).
+
+        One primary-key read: cheap enough for a session cache to ask on every lookup.
+        """
+        row = self._db.execute(
+            "SELECT value FROM meta WHERE key = ?", (REVOCATIONS_KEY,)
+        ).fetchone()
+        return 0 if row is None else int.from_bytes(row[0], "big")

@@ -24,7 +24,11 @@ import pytest
 from common import crypto
 from common.cksum import cksum
 from common.errors import ConfigError, RefusedError
+from common.messages import ChunkStored
 from config import load_settings
+from tests.unit.server_harness import Client as HarnessClient
+from tests.unit.server_harness import Server as HarnessServer
+from tests.unit.server_harness import error_code, rsa_key
 from workers import admin, admin_keys
 from workers.admin_check import plaintext
 from workers.admin_store import AdminStore
@@ -249,27 +253,59 @@ def test_check_reports_a_corrupted_chunk(populated: Populated) -> None:
     assert "2 corrupt" in result.stdout
 
 
-def test_revoke_reaches_a_cached_session_within_the_recheck_bound(tmp_path: Path) -> None:
+def test_revoke_reaches_a_cached_session_at_once(tmp_path: Path) -> None:
     """New sessions are refused at once (the integration test above); a session already
-    cached by a file worker is refused from its next re-read, at most 5 s later."""
+    cached by a file worker is refused from its very next lookup, with no clock moving:
+    the cache reads the revocations counter on every lookup."""
     master = MasterKey(crypto.random_key())
     store = Store.open(tmp_path / "cipherdrop.db")
-    client_id, session_id, now = bytes(range(16)), bytes(range(16, 32)), 1_000_000
+    now = 1_000_000
     try:
-        record = ReplyRecord(client_id, b"r" * 16, b"d" * 16, b"sealed")
-        assert store.create_client(client_id, "alice", now, record)
-        wrapped = master.wrap(crypto.random_key(), session_context(session_id))
-        session = SessionRow(session_id, client_id, wrapped, now + 3_600_000, revoked=False)
-        second = ReplyRecord(client_id, b"s" * 16, b"d" * 16, b"sealed")
-        store.grant_session(session, b"pk", b"n" * 16, now, now - 1, now, second)
+        sessions = {}
+        for n, name in enumerate(("alice", "bob")):
+            client_id, session_id = bytes([n]) * 16, bytes([16 + n]) * 16
+            record = ReplyRecord(client_id, b"r" * 16, b"d" * 16, b"sealed")
+            assert store.create_client(client_id, name, now, record)
+            wrapped = master.wrap(crypto.random_key(), session_context(session_id))
+            session = SessionRow(session_id, client_id, wrapped, now + 3_600_000, revoked=False)
+            second = ReplyRecord(client_id, b"s" * 16, b"d" * 16, b"sealed")
+            store.grant_session(session, b"pk", b"n" * 16, now, now - 1, now, second)
+            sessions[name] = (session_id, client_id)
         cache = SessionCache(store, master, recheck_ms=5_000)
-        assert cache.lookup(session_id, client_id, now).client_id == client_id
+        for session_id, client_id in sessions.values():
+            assert cache.lookup(session_id, client_id, now).client_id == client_id
+        assert store.revocation_count() == 0
 
         with closing(AdminStore.open(tmp_path / "cipherdrop.db")) as admin_store:
-            assert admin_store.revoke(client_id) == 1
+            assert admin_store.revoke(sessions["alice"][1]) == 1
             assert admin_store.meta_value("revocations") == (1).to_bytes(8, "big")
-        cache.lookup(session_id, client_id, now + 4_999)  # still cached: the documented bound
-        with pytest.raises(RefusedError):
-            cache.lookup(session_id, client_id, now + 5_000)
+        assert store.revocation_count() == 1
+        with pytest.raises(RefusedError) as refused:
+            cache.lookup(*sessions["alice"], now)  # the same instant: no re-read window
+        assert refused.value.code == "unknown-session"
+        # The others' sessions are re-read once and go on working.
+        assert cache.lookup(*sessions["bob"], now).client_id == sessions["bob"][1]
     finally:
         store.close()
+
+
+def test_revoke_stops_an_upload_in_flight_at_the_next_chunk(tmp_path: Path) -> None:
+    """The file service itself: chunk 0 stored, ``revoke``, chunk 1 refused, nothing more
+    stored, and the same instant on the service's clock."""
+    server = HarnessServer(tmp_path / "data")
+    try:
+        alice = HarnessClient(server, "alice", rsa_key("alice"))
+        alice.register()
+        alice.connect()
+        data = os.urandom(3 * 4096)
+        ready = alice.begin("big.bin", data, 4096)
+        stored = alice.send_chunk(alice.chunk_frames(ready, 0, False, data[:4096]))
+        assert stored == ChunkStored(ready.transfer_id, 0)
+
+        with closing(AdminStore.open(server.data.db_path)) as admin_store:
+            assert admin_store.revoke(alice.client_id) == 1
+        reply = alice.send_chunk(alice.chunk_frames(ready, 1, False, data[4096:8192]))
+        assert error_code(reply) == "unknown-session"
+        assert server.store.stored_indexes(ready.transfer_id) == (0,)
+    finally:
+        server.close()

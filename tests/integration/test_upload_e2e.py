@@ -11,6 +11,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import subprocess
 import threading
 import time
@@ -439,3 +440,77 @@ def test_upload_survives_kill_9_of_one_file_worker(tmp_path: Path) -> None:
         assert client.returncode == 0, err
         assert int(SUMMARY.match(out.strip())["crc"]) == cksum_command(source)  # type: ignore[index]
         assert stored_plaintext(stack, home, "long.bin") == source.read_bytes()
+
+
+# --- the original client's transfer.info ----------------------------------------------------
+
+
+def test_transfer_info_registers_then_reconnects_and_uploads(stack: Stack, tmp_path: Path) -> None:
+    """``put --transfer-info``: the first run registers the name it gives, later runs
+    reconnect; the endpoint comes from the file (the environment names a dead one)."""
+    home = tmp_path / "legacy-home"
+    work = tmp_path / "work"
+    work.mkdir()
+    source = work / "report.bin"
+    source.write_bytes(os.urandom(3 * CHUNK + 17))
+    info = work / "transfer.info"
+    host_port = stack.endpoint.removeprefix("tcp://")
+    info.write_text(f'{host_port}\r\nmaria\r\n"report.bin"\r\n')  # as a Windows original
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        dead = f"tcp://127.0.0.1:{unused.getsockname()[1]}"
+    env = {**SMALL, "CIPHERDROP_CLIENT_SERVER": dead}
+    registers = requests_logged(stack, "register", "REGISTER_REQUEST")
+
+    first = stack.client(home, "put", "--transfer-info", str(info), "-q", env=env)
+    assert first.returncode == 0, first.stderr
+    match = SUMMARY.match(first.stdout.strip())
+    assert match and match["name"] == "report.bin", first.stdout
+    assert int(match["crc"]) == cksum_command(source)
+    saved = load_identity(home)
+    assert (saved.name, saved.server) == ("maria", stack.endpoint)
+    assert requests_logged(stack, "register", "REGISTER_REQUEST") == registers + 1
+    assert stored_plaintext(stack, home, "report.bin") == source.read_bytes()
+
+    source.write_bytes(b"the second version\n")
+    keys_before = requests_logged(stack, "key", "KEY_REQUEST")
+    second = stack.client(home, "put", "--transfer-info", str(info), "-q", env=env)
+    assert second.returncode == 0, second.stderr
+    assert requests_logged(stack, "register", "REGISTER_REQUEST") == registers + 1
+    assert requests_logged(stack, "key", "KEY_REQUEST") == keys_before + 1
+    assert load_identity(home) == saved
+    assert stored_plaintext(stack, home, "report.bin") == b"the second version\n"
+
+
+def test_transfer_info_with_a_taken_name_is_refused(
+    stack: Stack, alice: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "x.txt"
+    source.write_text("x")
+    info = tmp_path / "transfer.info"
+    info.write_text(f"{stack.endpoint.removeprefix('tcp://')}\nalice\nx.txt\n")
+    home = tmp_path / "impostor"
+    result = stack.client(home, "put", "--transfer-info", str(info))
+    assert result.returncode == ExitStatus.REFUSED, result.stderr
+    assert "taken" in result.stderr and "Traceback" not in result.stderr
+    assert not (home / IDENTITY_FILE).exists()
+
+
+def test_put_prefers_the_configured_endpoint_to_the_saved_one(
+    stack: Stack, alice: Path, tmp_path: Path
+) -> None:
+    """An identity saved with one endpoint, the server reached at another (a relay): the
+    explicitly configured endpoint is used, and the pinned key still has to match."""
+    source = tmp_path / "via-relay.txt"
+    source.write_text("through the relay\n")
+    relay = Relay(stack.endpoint)
+    try:
+        result = stack.client(
+            alice, "put", str(source), env={"CIPHERDROP_CLIENT_SERVER": relay.endpoint}
+        )
+    finally:
+        relay.close()
+    assert result.returncode == 0, result.stderr
+    assert any(b"cipherdrop.file" in frames[2:3] for frames in relay.requests)
+    assert load_identity(alice).server == stack.endpoint  # the identity is not rewritten
+    assert stored_plaintext(stack, alice, "via-relay.txt") == b"through the relay\n"

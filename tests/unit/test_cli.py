@@ -8,6 +8,7 @@ by the client itself and points at a port where nothing listens.
 from __future__ import annotations
 
 import io
+import re
 import socket
 import subprocess
 import sys
@@ -216,3 +217,110 @@ def test_interrupt_exits_130(registered: Path, monkeypatch: pytest.MonkeyPatch) 
     code, _, err = run(["whoami"], registered)
     assert code == ExitStatus.INTERRUPTED
     assert err == "cipherdrop: error: interrupted\n"
+
+
+# --- which server `put` talks to ------------------------------------------------------------
+
+FAST_FAIL = {"CIPHERDROP_CLIENT_REQUEST_TIMEOUT": "0.2", "CIPHERDROP_CLIENT_RETRIES": "0"}
+
+
+def endpoint_tried(home: Path, tmp_path: Path, *flags: str, **env: str) -> str:
+    """The endpoint ``put`` tried (nothing listens anywhere, so it names it in its error)."""
+    source = tmp_path / "f.txt"
+    source.write_text("x")
+    code, _, err = run(["put", str(source), "-q", *flags], home, **FAST_FAIL, **env)
+    assert code == ExitStatus.UNREACHABLE, err
+    found = re.search(r"cannot reach the server at (\S+):", err)
+    assert found, err
+    return found[1]
+
+
+def test_put_endpoint_precedence(registered: Path, tmp_path: Path) -> None:
+    saved = identity.load_identity(registered).server
+    flag, variable, configured = (f"tcp://127.0.0.1:{free_port()}" for _ in range(3))
+    config = tmp_path / "client.toml"
+    config.write_text(f'[client]\nserver = "{configured}"\n')
+    assert endpoint_tried(registered, tmp_path) == saved
+    assert endpoint_tried(registered, tmp_path, CIPHERDROP_CONFIG=str(config)) == configured
+    assert endpoint_tried(registered, tmp_path, "--config", str(config)) == configured
+    assert endpoint_tried(registered, tmp_path, CIPHERDROP_CLIENT_SERVER=variable) == variable
+    both = {"CIPHERDROP_CLIENT_SERVER": variable, "CIPHERDROP_CONFIG": str(config)}
+    assert endpoint_tried(registered, tmp_path, **both) == variable
+    assert endpoint_tried(registered, tmp_path, "--server", flag, **both) == flag
+
+
+def test_a_config_file_without_client_server_keeps_the_saved_endpoint(
+    registered: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "client.toml"
+    config.write_text("[client]\nwindow = 4\n")
+    saved = identity.load_identity(registered).server
+    assert endpoint_tried(registered, tmp_path, CIPHERDROP_CONFIG=str(config)) == saved
+
+
+# --- put --transfer-info --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        [],
+        ["--transfer-info", "t.info", "f.txt"],
+        ["--transfer-info", "t.info", "--name", "n"],
+        ["--transfer-info", "t.info", "-r"],
+        ["--transfer-info", "t.info", "--server", "tcp://h:1"],
+    ],
+    ids=["nothing", "and-files", "and-name", "and-recursive", "and-server"],
+)
+def test_transfer_info_usage_errors_exit_2(extra: list[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as info:
+        run(["put", *extra], tmp_path)
+    assert info.value.code == ExitStatus.USAGE
+
+
+@pytest.mark.parametrize(
+    ("text", "complaint"),
+    [
+        ("127.0.0.1:1234\nalice\n", "line 3 (file path) is missing"),
+        ("127.0.0.1\nalice\nf.txt\n", "line 1 (host:port)"),
+        ("127.0.0.1:1234\na/b\nf.txt\n", "line 2 (client name)"),
+        ("127.0.0.1:1234\nalice\nnowhere.bin\n", "cannot read"),
+    ],
+)
+def test_a_bad_transfer_info_is_one_line_and_exit_3(
+    text: str, complaint: str, tmp_path: Path
+) -> None:
+    (tmp_path / "f.txt").write_text("x")
+    info = tmp_path / "transfer.info"
+    info.write_text(text)
+    home = tmp_path / "home"
+    code, out, err = run(["put", "--transfer-info", str(info)], home)
+    assert code == ExitStatus.CONFIG
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("cipherdrop: error: ") and complaint in err
+    assert not home.exists()  # nothing registered, nothing created
+
+
+def test_transfer_info_for_another_name_than_this_homes(registered: Path, tmp_path: Path) -> None:
+    (tmp_path / "f.txt").write_text("x")
+    info = tmp_path / "transfer.info"
+    info.write_text(f"127.0.0.1:{free_port()}\nbob\nf.txt\n")
+    code, _, err = run(["put", "--transfer-info", str(info)], registered)
+    assert code == ExitStatus.CONFIG
+    assert "'bob'" in err and "'alice'" in err
+
+
+def test_transfer_info_endpoint_wins_over_the_environment(registered: Path, tmp_path: Path) -> None:
+    (tmp_path / "f.txt").write_text("x")
+    info = tmp_path / "transfer.info"
+    port = free_port()
+    info.write_text(f"127.0.0.1:{port}\nalice\nf.txt\n")
+    other = f"tcp://127.0.0.1:{free_port()}"
+    code, _, err = run(
+        ["put", "--transfer-info", str(info)],
+        registered,
+        **FAST_FAIL,
+        CIPHERDROP_CLIENT_SERVER=other,
+    )
+    assert code == ExitStatus.UNREACHABLE
+    assert f"cannot reach the server at tcp://127.0.0.1:{port}:" in err

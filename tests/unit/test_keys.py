@@ -82,6 +82,53 @@ def test_load_public_key_refuses_other_exponents() -> None:
         keys.load_public_key(odd.public_key().export_key(format="DER"))
 
 
+@pytest.mark.parametrize("e", [3, 17, 65537])
+def test_load_legacy_public_key_accepts_rsa_1024_with_the_legacy_exponents(e: int) -> None:
+    legacy = RSA.generate(1024, e=e)
+    der = legacy.public_key().export_key(format="DER")
+    loaded = keys.load_legacy_public_key(der)
+    assert (loaded.n, loaded.e, loaded.has_private()) == (legacy.n, e, False)
+    if e == 17:  # the originals' keys: exactly their 160-byte field
+        assert len(der) == 160
+
+
+def test_load_legacy_public_key_refuses_everything_else(key: RsaKey) -> None:
+    legacy = RSA.generate(1024, e=17)
+    der = legacy.public_key().export_key(format="DER")
+    refused = [
+        keys.public_key_der(key),  # 2048 bits: strong keys are not legacy keys
+        RSA.generate(1024, e=5).public_key().export_key(format="DER"),
+        der + b"\0",
+        der[:-1],
+        b"\x30" * 160,
+        legacy.export_key(format="DER"),  # the private key
+        legacy.public_key().export_key(format="PEM"),
+        b"",
+    ]
+    for candidate in refused:
+        with pytest.raises(RemoteProtocolError):
+            keys.load_legacy_public_key(candidate)
+
+
+def test_legacy_keys_are_refused_where_keys_are_ours() -> None:
+    """RSA-1024 passes only :func:`keys.load_legacy_public_key`."""
+    der = RSA.generate(1024, e=65537).public_key().export_key(format="DER")
+    assert keys.load_legacy_public_key(der).size_in_bits() == 1024
+    with pytest.raises(RemoteProtocolError, match="1024"):
+        keys.load_public_key(der)
+
+
+@given(st.binary(max_size=400))
+def test_load_legacy_public_key_on_any_bytes_gives_a_key_or_the_protocol_error(
+    data: bytes,
+) -> None:
+    try:
+        loaded = keys.load_legacy_public_key(data)
+    except RemoteProtocolError:
+        return
+    assert loaded.size_in_bits() == 1024
+
+
 def test_load_public_key_refuses_non_canonical_encodings(key: RsaKey) -> None:
     der = keys.public_key_der(key)
     not_spki = [

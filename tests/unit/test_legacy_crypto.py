@@ -1,5 +1,6 @@
-"""The legacy crypto: RSA-1024 keys of the originals, OAEP-SHA1, CBC with the zero IV, the
-padding check (one error for every failure) and the spool's chunk-by-chunk decryption."""
+"""The legacy crypto: OAEP-SHA1 to the originals' RSA-1024 keys, CBC with the zero IV, the
+padding check (one error for every failure) and the spool's chunk-by-chunk decryption.
+Parsing the RSA-1024 keys is :func:`common.keys.load_legacy_public_key` (test_keys.py)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,9 @@ from Crypto.Util.Padding import pad
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common import keys
-from common.errors import IntegrityError, RemoteProtocolError
+from common.errors import IntegrityError
+from common.keys import load_legacy_public_key
 from gateway.legacy_crypto import (
-    load_legacy_public_key,
     padded_size,
     plaintext_size,
     wrap_legacy_key,
@@ -28,16 +28,6 @@ KEY = legacy_key()
 
 def cbc(key: bytes, data: bytes) -> bytes:
     return AES.new(key, AES.MODE_CBC, iv=bytes(16)).encrypt(data)
-
-
-def test_legacy_keys() -> None:
-    der = KEY.public_key().export_key(format="DER")
-    assert len(der) == 160
-    assert load_legacy_public_key(der).n == KEY.n
-    strong = keys.public_key_der(keys.generate_private_key(2048))
-    for bad in (strong, der + b"\0", der[:-1], b"\x30" * 160, KEY.export_key(format="DER")):
-        with pytest.raises(RemoteProtocolError):
-            load_legacy_public_key(bad)
 
 
 @pytest.mark.parametrize("size", [16, 32])

@@ -29,6 +29,7 @@ from common.messages import (
 )
 from tests.legacy_client import legacy_key
 from workers.keyx import TRUSTED_GATEWAYS
+from workers.store import ClientRow
 
 from .server_harness import NOW, Client, Server, error_code, rsa_key
 
@@ -195,3 +196,37 @@ def test_name_taken(server: Server) -> None:
     trust(server, gateway_key())
     assert isinstance(register(server, "hank"), LegacyRegistered)
     assert error_code(register(server, "hank")) == "name-taken"
+
+
+def test_the_native_exchange_cannot_claim_a_legacy_client(server: Server) -> None:
+    """A legacy client's id travels in clear on the legacy wire; whoever saw it must not
+    claim the client (before its first key) through the native exchange with a key of
+    their own: the native exchange does not know legacy clients at all."""
+    trust(server, gateway_key())
+    registered = register(server, "ivan")
+    assert isinstance(registered, LegacyRegistered)
+    mallory = Client(server, "ivan", rsa_key("mallory"), client_id=registered.client_id)
+    assert error_code(mallory.connect()) == "unknown-client"
+    assert server.store.get_client(registered.client_id) == ClientRow(
+        registered.client_id, "ivan", None, False
+    )  # still unclaimed: no key stored
+    first, _ = key_request(server, "ivan", registered.client_id, LEGACY_DER)
+    assert isinstance(first, LegacySessionGranted)
+    assert error_code(mallory.connect()) == "unknown-client"  # nor once it has its key
+
+
+def test_store_reads_by_flag(server: Server) -> None:
+    """The store's legacy queries see only their own kind of client."""
+    trust(server, gateway_key())
+    registered = register(server, "judy")
+    assert isinstance(registered, LegacyRegistered)
+    native = Client(server, "ken", rsa_key("ken"))
+    native.register()
+    store = server.store
+    assert store.find_legacy_client("judy") == ClientRow(registered.client_id, "judy", None, False)
+    assert store.find_legacy_client("ken") is None
+    assert store.get_native_client(registered.client_id) is None
+    ken = store.get_native_client(native.client_id)
+    assert ken is not None and ken.name == "ken"
+    assert legacy_flag(server, registered.client_id) == 1
+    assert legacy_flag(server, native.client_id) == 0
