@@ -178,8 +178,16 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     crypto: CryptoSettings = field(default_factory=CryptoSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    # Which settings ("section.field") a file, the environment or a flag set, as opposed to
+    # left at their defaults: a setting given on purpose may override a value saved
+    # elsewhere (the client's registered endpoint) where a default must not. Not a value,
+    # so not part of equality.
+    given: frozenset[str] = field(default=frozenset(), compare=False)
 
     def __post_init__(self) -> None:
+        unknown = sorted(self.given - FIELDS.keys())
+        if unknown:
+            raise ConfigError(f"unknown setting {unknown[0]!r} in Settings.given")
         check_relations(flatten(self), {})
 
 
@@ -191,15 +199,18 @@ def flatten(settings: Settings) -> dict[str, Any]:
     }
 
 
-def unflatten(values: Mapping[str, Any]) -> Settings:
-    """The settings holding ``values`` (every setting by its full name); checks them all."""
+def unflatten(values: Mapping[str, Any], given: frozenset[str] = frozenset()) -> Settings:
+    """The settings holding ``values`` (every setting by its full name); checks them all.
+
+    ``given`` names the settings set on purpose (:attr:`Settings.given`).
+    """
     sections: dict[str, Any] = {
         section: cls(
             **{spec.name: values[f"{section}.{spec.name}"] for spec in dataclasses.fields(cls)}
         )
         for section, cls in SECTIONS.items()
     }
-    return Settings(**sections)
+    return Settings(**sections, given=given)
 
 
 def convert(name: str, check: Check, raw: object, source: str | None) -> object:

@@ -11,6 +11,8 @@ order of increasing precedence, a TOML file (``[broker]``, ``[client]``... table
 - anything wrong (a bad value, an unknown section or key in the file, a file that cannot
   be read or parsed) raises :class:`~common.errors.ConfigError` whose message names the
   setting and where its value came from; no other exception escapes;
+- the result's ``given`` names exactly the settings that a file, a variable or a flag
+  set, whatever their value, so a caller can tell "set to the default" from "left alone";
 - unknown ``CIPHERDROP_*`` variables are ignored (:func:`unknown_variables` lists them,
   for an entry point that wants to warn about typos).
 """
@@ -62,6 +64,7 @@ CONFIG_VARIABLE = "CIPHERDROP_CONFIG"
 ALIASES = MappingProxyType({"CIPHERDROP_DATA": "store.data_dir", "CIPHERDROP_HOME": "client.home"})
 _MAX_FILE_SIZE = 1024 * 1024
 _NO_FLAGS: Mapping[str, object] = MappingProxyType({})
+_DEFAULT = "the default"  # the source of a value no file, variable or flag gave
 
 
 def load_settings(
@@ -73,7 +76,8 @@ def load_settings(
 
     ``path`` is the TOML file; when None, ``CIPHERDROP_CONFIG`` in ``env`` may name one,
     otherwise there is none. ``flags`` maps ``"section.field"`` to a value, as text or
-    already typed; a None value means the flag was not given. Raises ConfigError.
+    already typed; a None value means the flag was not given. The result's ``given``
+    names every setting the file, the environment or a flag set. Raises ConfigError.
     """
     values: dict[str, tuple[object, str]] = {}  # full name -> (checked value, its source)
 
@@ -81,7 +85,7 @@ def load_settings(
         values[name] = (convert(name, FIELDS[name].metadata["check"], raw, source), source)
 
     for name, spec in FIELDS.items():
-        put(name, spec.default, "the default")
+        put(name, spec.default, _DEFAULT)
     for name, raw, source in _file_values(path, env):
         put(name, raw, source)
     for variable, name in ALIASES.items():
@@ -97,7 +101,8 @@ def load_settings(
             put(name, raw, "the command line")
     checked = {name: value for name, (value, _) in values.items()}
     check_relations(checked, {name: source for name, (_, source) in values.items()})
-    return unflatten(checked)
+    given = frozenset(name for name, (_, source) in values.items() if source != _DEFAULT)
+    return unflatten(checked, given)
 
 
 def env_name(name: str) -> str:

@@ -100,6 +100,33 @@ def test_none_flag_means_not_given() -> None:
     assert s.client.window == 5
 
 
+def test_given_names_the_settings_set_by_file_environment_or_flag(tmp_path: Path) -> None:
+    assert load_settings(env={}).given == frozenset()
+    default_server = Settings().client.server
+    # Set to its default value in the file: still given, which is what tells them apart.
+    path = write_toml(tmp_path, {"client.server": default_server, "client.window": 4})
+    env = {"CIPHERDROP_CLIENT_RETRIES": "5", "CIPHERDROP_HOME": "/h", "CIPHERDROP_CONFIG": ""}
+    flags = {"log.level": "debug", "client.server_fingerprint": None}
+    s = load_settings(path, env=env, flags=flags)
+    assert s.client.server == default_server
+    assert s.given == {
+        "client.server",
+        "client.window",
+        "client.retries",
+        "client.home",
+        "log.level",
+    }
+
+
+def test_given_file_from_the_environment_and_equality(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, {"client.window": Settings().client.window})
+    s = load_settings(env={"CIPHERDROP_CONFIG": str(path)})
+    assert s.given == {"client.window"}
+    assert s == Settings()  # the same values; where they came from is not compared
+    with pytest.raises(ConfigError, match=r"client\.nope"):
+        Settings(given=frozenset({"client.nope"}))
+
+
 def test_config_file_from_environment(tmp_path: Path) -> None:
     path = write_toml(tmp_path, {"client.retries": 7})
     assert load_settings(env={"CIPHERDROP_CONFIG": str(path)}).client.retries == 7

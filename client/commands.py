@@ -1,0 +1,254 @@
+"""The commands of ``cipherdrop``: register, put, get, ls, rm, whoami.
+
+Each command is a function of the invocation (parsed arguments, environment, output
+streams) and the settings. Results go to standard output, one line per file done, so a
+command over several files that stops at the first failure has listed the ones before
+it; progress and notices go to standard error. Failures are raised, never printed:
+:func:`client.cli.main` turns each into one line and an exit status. A command that
+talks to the server uses the registered identity's pinned key whichever endpoint it
+reaches (docs/cli.md, "Which server").
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+from client.connection import Account, Connection, TransportOptions, register
+from client.download import DownloadOptions, download_file
+from client.identity import (
+    IDENTITY_FILE,
+    Identity,
+    is_encrypted_pem,
+    load_identity,
+    load_private_key,
+)
+from client.listing import delete_file, format_table, list_files, to_json
+from client.partial import part_paths
+from client.progress import make_progress
+from client.sources import download_targets, upload_sources
+from client.transfer_info import read_transfer_info
+from client.upload import UploadOptions, open_source, upload_file
+from common.errors import ConfigError, RefusedError
+from common.messages import Codec, ErrorCode
+from common.names import validate_client_name
+from config import Settings
+
+__all__ = ["COMMANDS", "PASSPHRASE_VARIABLE", "Invocation"]
+
+PASSPHRASE_VARIABLE = "CIPHERDROP_PASSPHRASE"  # noqa: S105 (a variable name)
+
+
+def _passphrase(
+    env: Mapping[str, str], asked: bool, needed: bool, confirm: bool, stderr: TextIO
+) -> str | None:
+    if env.get(PASSPHRASE_VARIABLE):
+        return env[PASSPHRASE_VARIABLE]
+    if not (asked or needed):
+        return None
+    if not sys.stdin.isatty():
+        raise ConfigError(f"a passphrase is needed: set {PASSPHRASE_VARIABLE} or use a terminal")
+    first = getpass.getpass("passphrase for the private key: ", stream=stderr)
+    if confirm and getpass.getpass("again: ", stream=stderr) != first:
+        raise ConfigError("the two passphrases differ")
+    if not first:
+        raise ConfigError("empty passphrase")
+    return first
+
+
+def _explicit_server(settings: Settings) -> str | None:
+    """``client.server`` if it was given on purpose (flag, environment or config file).
+
+    Only then does it override the endpoint an identity saved at registration; the
+    default endpoint never does.
+    """
+    return settings.client.server if "client.server" in settings.given else None
+
+
+def _options(settings: Settings) -> TransportOptions:
+    c = settings.client
+    return TransportOptions(timeout=c.request_timeout, retries=c.retries, window=c.window)
+
+
+class Invocation:
+    """One run of a command: its arguments, environment and streams, and what it learnt."""
+
+    def __init__(
+        self, args: argparse.Namespace, env: Mapping[str, str], out: TextIO, err: TextIO
+    ) -> None:
+        self.args, self.env, self.out, self.err = args, env, out, err
+        self.endpoint: str | None = None
+        self.passphrase: str | None = None  # once asked, not asked again in this run
+
+    def say(self, text: str) -> None:
+        if not getattr(self.args, "quiet", False):
+            print(text, file=self.err, flush=True)
+
+
+def _register(ctx: Invocation, settings: Settings) -> None:
+    name = validate_client_name(ctx.args.name)
+    identity = _new_identity(ctx, settings, name, settings.client.server)
+    print(f"registered {identity.name} as {identity.client_id.hex()}", file=ctx.out)
+
+
+def _new_identity(ctx: Invocation, settings: Settings, name: str, endpoint: str) -> Identity:
+    """Register ``name`` at ``endpoint`` into an empty home (TOFU or the configured pin)."""
+    home = settings.client.home
+    if (home / IDENTITY_FILE).exists():
+        current = load_identity(home)
+        raise ConfigError(
+            f"{home} already holds the identity {current.name!r}; use --home for another one"
+        )
+    ctx.passphrase = _passphrase(ctx.env, ctx.args.passphrase, False, True, ctx.err)
+    ctx.endpoint = endpoint
+    conn = Connection(endpoint, _options(settings))
+    try:
+        return register(
+            conn,
+            home,
+            name,
+            server_fingerprint=settings.client.server_fingerprint or None,
+            rsa_bits=settings.crypto.rsa_bits,
+            passphrase=ctx.passphrase,
+            on_event=ctx.say,
+        )
+    finally:
+        conn.close()
+
+
+@contextmanager
+def _account(ctx: Invocation, settings: Settings, endpoint: str | None = None) -> Iterator[Account]:
+    """The registered client on a connection to its pinned server.
+
+    The endpoint is ``endpoint`` if given (``transfer.info``), else ``client.server`` if
+    it was set on purpose (flag, environment, config file), else the one the identity
+    saved at registration. Whichever it is, the server there must present the key the
+    identity registered with (docs/cli.md, "Which server").
+    """
+    home = settings.client.home
+    identity = load_identity(home)
+    if ctx.passphrase is None:
+        needed = is_encrypted_pem(home)
+        ctx.passphrase = _passphrase(ctx.env, ctx.args.passphrase, needed, False, ctx.err)
+    private_key = load_private_key(home, ctx.passphrase)
+    ctx.endpoint = endpoint or _explicit_server(settings) or identity.server
+    conn = Connection(ctx.endpoint, _options(settings))
+    try:
+        server_key, _ = conn.pinned_server_key(home, identity.server_fingerprint)
+        yield Account(conn, identity, private_key, server_key)
+    finally:
+        conn.close()
+
+
+def _put(ctx: Invocation, settings: Settings) -> None:
+    args = ctx.args
+    endpoint = None
+    if args.transfer_info is not None:
+        endpoint, sources = _from_transfer_info(ctx, settings, args.transfer_info)
+    else:
+        sources = upload_sources(args.files, recursive=args.recursive, name=args.name)
+    for path, _ in sources:  # a missing file fails before any network traffic
+        open_source(path)[0].close()
+    options = UploadOptions(
+        chunk_size=settings.client.chunk_size,
+        compression=Codec.NONE if settings.client.compression == "none" else Codec.ZLIB,
+        level=settings.client.compression_level,
+    )
+    with _account(ctx, settings, endpoint) as account:
+        for path, name in sources:
+            stream, size = open_source(path)
+            with stream:
+                progress = make_progress(size, name, quiet=args.quiet, stream=ctx.err)
+                try:
+                    result = upload_file(account, stream, size, name, options, progress)
+                finally:
+                    progress.close()
+            line = f"{result.name}  {result.size} bytes  cksum {result.crc}  verified"
+            print(line, file=ctx.out, flush=True)
+
+
+def _from_transfer_info(
+    ctx: Invocation, settings: Settings, path: Path
+) -> tuple[str, list[tuple[Path, str]]]:
+    """The original client's workflow: register the name if this home has no identity,
+    else check it is this identity; the endpoint and the one file to upload."""
+    info = read_transfer_info(path)
+    home = settings.client.home
+    if (home / IDENTITY_FILE).exists():
+        identity = load_identity(home)
+        if identity.name != info.name:
+            raise ConfigError(
+                f"{path} names {info.name!r} but {home} holds the identity"
+                f" {identity.name!r}; use --home for another one"
+            )
+    else:
+        identity = _new_identity(ctx, settings, info.name, info.endpoint)
+        ctx.say(f"registered {identity.name} as {identity.client_id.hex()}")
+    return info.endpoint, upload_sources([info.path], recursive=False, name=None)
+
+
+def _get(ctx: Invocation, settings: Settings) -> None:
+    args = ctx.args
+    targets = download_targets(args.names, args.output)
+    # Replies are consumed in chunk order, so one slow chunk holds the others back: a
+    # deeper pipeline than the upload's keeps the server busy (memory: 2 x window chunks).
+    options = DownloadOptions(force=args.force, window=2 * settings.client.window)
+    with _account(ctx, settings) as account:
+        for name, target in targets:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            progress = make_progress(0, name, quiet=args.quiet, stream=ctx.err)
+            try:
+                result = download_file(account, name, target, options, progress)
+            except (Exception, KeyboardInterrupt):
+                if part_paths(target)[1].exists():
+                    print(f"{name}: partial download kept; run again to resume", file=ctx.err)
+                raise
+            finally:
+                progress.close()
+            if args.verbose:
+                print(
+                    f"{name}: received {result.fetched} of {result.chunks} chunks"
+                    f" ({result.resumed} already here)",
+                    file=ctx.err,
+                )
+            line = f"{result.path}  {result.size} bytes  cksum {result.crc}  verified"
+            print(line, file=ctx.out, flush=True)
+
+
+def _ls(ctx: Invocation, settings: Settings) -> None:
+    with _account(ctx, settings) as account:
+        files = list_files(account)
+    print(to_json(files) if ctx.args.json else format_table(files), file=ctx.out)
+
+
+def _rm(ctx: Invocation, settings: Settings) -> None:
+    with _account(ctx, settings) as account:
+        for name in ctx.args.names:
+            if delete_file(account, name):
+                print(f"{name}  deleted", file=ctx.out, flush=True)
+            elif not ctx.args.force:
+                raise RefusedError(str(ErrorCode.NOT_FOUND), f"no such file: {name}")
+
+
+def _whoami(ctx: Invocation, settings: Settings) -> None:
+    identity = load_identity(settings.client.home)
+    print(f"name         {identity.name}", file=ctx.out)
+    print(f"client id    {identity.client_id.hex()}", file=ctx.out)
+    print(f"server       {identity.server}", file=ctx.out)
+    print(f"fingerprint  {identity.server_fingerprint}", file=ctx.out)
+    print(f"home         {identity.home}", file=ctx.out)
+
+
+COMMANDS: dict[str, Callable[[Invocation, Settings], None]] = {
+    "register": _register,
+    "put": _put,
+    "get": _get,
+    "ls": _ls,
+    "rm": _rm,
+    "whoami": _whoami,
+}
