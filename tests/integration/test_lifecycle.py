@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +25,9 @@ from client.identity import load_identity
 from client.partial import part_paths
 from common.messages import Deleted, DeleteFile
 
-from .stack import Stack, running_stack
+from .stack import ROOT, Stack, running_stack
 from .test_resume import Relay
-from .test_upload_e2e import SMALL, account, blob_dirs, cksum_command, put, server_of
+from .test_upload_e2e import SMALL, SUMMARY, account, blob_dirs, cksum_command, put, server_of
 
 pytestmark = pytest.mark.integration
 
@@ -240,6 +241,34 @@ def peak_rss_mib(pid: int) -> float:
     return int(line.split()[1]) / 1024
 
 
+# Runs its arguments as a child and prints that child's peak RSS (KiB) as the last line of
+# stderr. The launcher is small, so the child's figure is its own: Linux carries the
+# pre-exec high-water mark of a forked process into ru_maxrss, which would otherwise
+# report the size of this test process.
+_MEASURE = (
+    "import os, sys\n"
+    "pid = os.spawnv(os.P_NOWAIT, sys.argv[1], sys.argv[1:])\n"
+    "_, status, usage = os.wait4(pid, 0)\n"
+    "print(usage.ru_maxrss, file=sys.stderr)\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
+def measured_client(stack: Stack, home: Path, *args: str) -> tuple[str, float]:
+    """Run the client to completion; its stdout and its own peak RSS in MiB."""
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, sys.executable, "-m", "client", *args],
+        cwd=ROOT,
+        env=stack.client_env(home),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout, int(result.stderr.splitlines()[-1]) / 1024
+
+
 @pytest.mark.timeout(600)  # about 45 s here; bench/lifecycle.py runs 5 GiB
 def test_1_gib_round_trip_in_bounded_memory(tmp_path: Path) -> None:
     with running_stack(tmp_path / "stack") as stack:
@@ -250,14 +279,15 @@ def test_1_gib_round_trip_in_bounded_memory(tmp_path: Path) -> None:
             for index in range(1024):  # half random, half text
                 out.write(os.urandom(1 << 20) if index % 2 else b"gigabyte text\n" * 74898)
         size = source.stat().st_size
-        match = put(stack, home, source, "-q")
+        out, put_peak = measured_client(stack, home, "put", str(source), "-q")
+        match = SUMMARY.match(out.strip())
+        assert match is not None, out
         assert (int(match["size"]), int(match["crc"])) == (size, cksum_command(source))
         target = tmp_path / "gib.out"
-        out = get(stack, home, "gib.bin", "-q", "-o", str(target))
+        out, get_peak = measured_client(stack, home, "get", "gib.bin", "-q", "-o", str(target))
         assert f"{size}{GET}{match['crc']}  verified" in out
         assert sha256_of(target) == sha256_of(source)
-        # The largest of the clients run so far (the servers are not reaped yet).
-        client_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        assert client_peak < 250, f"client peak RSS {client_peak} MiB"
+        assert put_peak < 250, f"client peak RSS during put {put_peak} MiB"
+        assert get_peak < 250, f"client peak RSS during get {get_peak} MiB"
         for proc in (stack.broker, *stack.workers["file"]):
             assert peak_rss_mib(proc.pid) < 250, f"{proc.name}: {peak_rss_mib(proc.pid)} MiB"
