@@ -11,6 +11,11 @@ median MB/s (MB = 10^6 bytes). It then runs the OpenSSH baseline script (by defa
 prints, last, the ratios ours / ``scp -c aes256-gcm`` with the acceptance targets
 (random >= 1.0x, text >= 0.6x).
 
+With each of our figures comes the CPU the upload cost, in ms per MB, per process (client,
+broker, file workers): on a 2-core machine every process shares the same CPU, so their sum
+decides the rate. ``--chunk-size`` and ``--window`` set the client's settings (default:
+the product's defaults).
+
 Also printed: the bytes our client sent to the broker in one upload (counted by a relay
 in an extra, untimed upload), scp's being the file size plus its framing (OpenSSH does
 not compress by default); and the peak RSS of the client and of
@@ -126,10 +131,29 @@ def peak_rss(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CLIENT_ENV: dict[str, str] = {"CIPHERDROP_CLIENT_REQUEST_TIMEOUT": "60"}
+
+
 def put(stack: Stack, home: Path, path: Path, name: str, *extra: str) -> tuple[float, int]:
     """One upload: (seconds, client peak RSS bytes). Raises if it does not verify."""
+    seconds, peak, _ = put_measured(stack, home, path, name, *extra)
+    return seconds, peak
+
+
+def put_measured(
+    stack: Stack, home: Path, path: Path, name: str, *extra: str
+) -> tuple[float, int, dict[str, float]]:
+    """One upload: seconds, client peak RSS and CPU seconds per process."""
     argv = [sys.executable, "-m", "client", "put", str(path), "--name", name, "--quiet", *extra]
-    env = stack.client_env(home, {"CIPHERDROP_CLIENT_REQUEST_TIMEOUT": "60"})
+    env = stack.client_env(home, CLIENT_ENV)
+    servers = [stack.broker, *stack.workers["file"]]
+    before = {proc.name: cpu_seconds(proc.pid) for proc in servers}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=err)
@@ -139,7 +163,9 @@ def put(stack: Stack, home: Path, path: Path, name: str, *extra: str) -> tuple[f
         if proc.returncode != 0:
             err.seek(0)
             raise RuntimeError(f"upload failed ({proc.returncode}): {err.read().decode()}")
-    return elapsed, usage.ru_maxrss * 1024
+    cpu = {"client": usage.ru_utime + usage.ru_stime}
+    cpu.update({p.name: cpu_seconds(p.pid) - before[p.name] for p in servers})
+    return elapsed, usage.ru_maxrss * 1024, cpu
 
 
 def run_peer(peer: Path, files: dict[str, Path], runs: int) -> dict[str, dict[str, float]]:
@@ -168,7 +194,13 @@ def main() -> int:
     parser.add_argument("--peer", type=Path, default=PEER, help="openssh-baseline.sh path")
     parser.add_argument("--no-peer", action="store_true", help="skip the OpenSSH baseline")
     parser.add_argument("--tmp", type=Path, default=None, help="directory for the test files")
+    parser.add_argument("--chunk-size", type=int, help="client.chunk_size (bytes)")
+    parser.add_argument("--window", type=int, help="client.window (chunks in flight)")
     args = parser.parse_args()
+    if args.chunk_size:
+        CLIENT_ENV["CIPHERDROP_CLIENT_CHUNK_SIZE"] = str(args.chunk_size)
+    if args.window:
+        CLIENT_ENV["CIPHERDROP_CLIENT_WINDOW"] = str(args.window)
 
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         base = Path(tmp)
@@ -190,12 +222,17 @@ def main() -> int:
             print(f"cipherdrop upload, {args.size / 1e6:.0f} MB files, {len(workers)} file workers")
             ours: dict[str, float] = {}
             for kind, path in files.items():
-                rates = [
-                    args.size / put(stack, home, path, kind)[0] / 1e6 for _ in range(args.runs)
-                ]
+                runs = [put_measured(stack, home, path, kind) for _ in range(args.runs)]
+                rates = [args.size / seconds / 1e6 for seconds, _, _ in runs]
                 ours[kind] = statistics.median(rates)
                 shown = ", ".join(f"{r:.0f}" for r in rates)
                 print(f"  ours, {kind} file: {ours[kind]:8.1f} MB/s (runs: {shown})")
+                names = list(runs[0][2])
+                per_mb = {
+                    n: statistics.median(c[n] for _, _, c in runs) * 1e9 / args.size for n in names
+                }
+                parts = ", ".join(f"{n} {v:.2f}" for n, v in per_mb.items())
+                print(f"    CPU ms/MB (median): total {sum(per_mb.values()):.2f} = {parts}")
             for kind, path in files.items():
                 relay = CountingRelay(stack.endpoint)  # not timed: it costs a hop
                 try:

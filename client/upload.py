@@ -8,8 +8,10 @@ different means ``RESEND`` and another attempt, up to :data:`MAX_ATTEMPTS`, then
 ``GIVE_UP`` and an :class:`IntegrityError`. A chunk the server could not authenticate
 (altered in transit) fails the attempt the same way.
 
-Guarantees: memory is bounded by the window, not the file: one read buffer is reused for
-every chunk (the sealed copy is what waits in flight), and the file is never read whole.
+Guarantees: memory is bounded by the window, not the file: a few read buffers are reused
+for every chunk (the sealed copy is what waits in flight), and the file is never read
+whole. Reading and the CRC overlap with compressing and sealing (helper threads), and
+both with the network (zmq's I/O thread).
 Success is returned only for a file the server reported as verified. If the session
 expires mid-upload the key exchange runs once more and the upload resumes.
 """
@@ -19,7 +21,9 @@ from __future__ import annotations
 import io
 import os
 import stat
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +60,8 @@ __all__ = [
 ]
 
 MAX_ATTEMPTS = 3  # the seed's rule: CRC ok / resend / give up after three tries
+# Chunks being compressed and sealed by a helper thread while the next one is read.
+SEAL_AHEAD = 1
 _log = structlog.get_logger()
 
 
@@ -223,28 +229,58 @@ def _chunk_requests(
     in_flight: dict[bytes, tuple[core.Outgoing, int]],
     progress: Progress,
 ) -> Iterator[core.Outgoing]:
+    """The chunk requests of the chunks the server lacks, in order.
+
+    Two stages overlap: this thread reads chunk ``i + 1`` and feeds the CRC (which must
+    see the file in order) while :data:`SEAL_AHEAD` helper thread(s) compress and seal the
+    chunks before it. Reading, ``zlib.crc32``, zlib and AES-GCM all release the GIL, so on
+    two cores the stages really run at once. Each chunk in the works has its own read
+    buffer; the sealed copy is a new buffer that the transport sends without copying.
+    """
     chunk_size = options.chunk_size
     count = chunk_count_for(size, chunk_size)
     stored = frozenset(ready.stored)
-    # One buffer for the whole file: sealing copies the bytes, so it is free again as soon
-    # as the request is built.
-    view = memoryview(bytearray(min(chunk_size, size)))
-    stream.seek(0)
-    for index in range(count):
-        length = min(chunk_size, size - index * chunk_size)
-        piece = view[:length]
-        _read_exact(stream, piece)
-        crc.update(piece)
-        if index in stored:
-            progress.update(length)
-            continue
-        codec, data = compress_chunk(piece, options.compression, options.level)
-        position = StreamPosition(ready.transfer_id, index, index == count - 1)
-        req = core.chunk_request(session, ready.data_key, position, codec, data)
-        in_flight[req.request_id] = (req, length)
-        yield req
+    buffers = [memoryview(bytearray(min(chunk_size, size))) for _ in range(SEAL_AHEAD + 1)]
+    sealing: deque[Future[tuple[core.Outgoing, int]]] = deque()
+    free = 0  # the buffer no pending seal uses: the one used SEAL_AHEAD + 1 submits ago
+    with ThreadPoolExecutor(SEAL_AHEAD, thread_name_prefix="cipherdrop-seal") as sealer:
+        stream.seek(0)
+        for index in range(count):
+            length = min(chunk_size, size - index * chunk_size)
+            piece = buffers[free][:length]
+            _read_exact(stream, piece)
+            crc.update(piece)
+            if index in stored:  # read for the CRC only; the buffer stays free
+                progress.update(length)
+                continue
+            position = StreamPosition(ready.transfer_id, index, index == count - 1)
+            sealing.append(sealer.submit(_seal, session, ready.data_key, position, piece, options))
+            free = (free + 1) % len(buffers)
+            if len(sealing) > SEAL_AHEAD:
+                yield _take(sealing.popleft(), in_flight)
+        while sealing:
+            yield _take(sealing.popleft(), in_flight)
     if stream.read(1):
         raise FileAccessError("the file grew while it was being read")
+
+
+def _seal(
+    session: core.Session,
+    data_key: bytes,
+    position: StreamPosition,
+    piece: memoryview,
+    options: UploadOptions,
+) -> tuple[core.Outgoing, int]:
+    codec, data = compress_chunk(piece, options.compression, options.level)
+    return core.chunk_request(session, data_key, position, codec, data), len(piece)
+
+
+def _take(
+    future: Future[tuple[core.Outgoing, int]], in_flight: dict[bytes, tuple[core.Outgoing, int]]
+) -> core.Outgoing:
+    req, length = future.result()
+    in_flight[req.request_id] = (req, length)
+    return req
 
 
 def _read_exact(stream: io.FileIO, piece: memoryview) -> None:

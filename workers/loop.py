@@ -1,17 +1,26 @@
 """The zmq loop around :class:`workers.runtime.WorkerCore`: one DEALER, one handler.
 
 :func:`run_worker` owns the socket and the clock and nothing else; every protocol
-decision is the core's. It guarantees that a handler exception never ends the worker:
-the exception is logged with the request's context and answered with the reply frames
-that ``on_error`` returns, so the client gets an answer instead of waiting for a timeout.
+decision is the core's. Two threads share the work:
 
-Handlers run in the loop's thread, one request at a time, so a handler must finish well
-within ``heartbeat_liveness * heartbeat_interval``; a worker stuck longer than that is
-considered dead by the broker and its request is handed to another worker.
+* an I/O thread owns the socket and the core: it polls, heartbeats (also while a request
+  is being handled, so a handler slower than the broker's liveness window, such as a
+  commit that syncs a gigabyte, is not taken for a dead worker), and hands requests over;
+* the thread that called :func:`run_worker` runs the handler, one request at a time. It
+  is the thread that built the handler, so objects bound to their creating thread (an
+  ``sqlite3`` connection) keep working.
+
+It guarantees that a handler exception never ends the worker: the exception is logged
+with the request's context and answered with the reply frames that ``on_error`` returns,
+so the client gets an answer instead of waiting for a timeout. An error in the I/O
+thread (the socket itself failing) ends :func:`run_worker` with that error.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -38,10 +47,12 @@ from workers.runtime import (
 Handler: TypeAlias = Callable[[list[zmq.Frame]], Sequence[BodyPart]]
 ErrorPolicy: TypeAlias = Callable[[BaseException, list[zmq.Frame]], Sequence[BodyPart]]
 
-# Longest a poll may block, so that a set ``stop`` event is seen promptly.
+# Longest a wait may block, so that a set ``stop`` event is seen promptly.
 STOP_CHECK = 0.1
 # Envelopes are small; a bigger first frame is not one and is not worth copying to find out.
 MAX_ENVELOPE_PEEK = 1024
+# How long stopping waits for the I/O thread to say goodbye to the broker.
+_JOIN_TIMEOUT = 5.0
 
 
 def internal_error(exc: BaseException, body: list[zmq.Frame]) -> list[BodyPart]:
@@ -75,29 +86,105 @@ def run_worker(
         reconnect_min=reconnect_min,
         reconnect_max=reconnect_max,
     )
-    shell = _Shell(endpoint, service, context or zmq.Context.instance())
     halt = stop if stop is not None else threading.Event()
+    io = _IoThread(core, _Shell(endpoint, service, context or zmq.Context.instance()))
+    io.start()
     try:
         while not halt.is_set():
+            try:
+                request = io.requests.get(timeout=STOP_CHECK)
+            except queue.Empty:
+                continue
+            if request is None:  # the I/O thread ended
+                break
+            io.post(io.shell.handle(request, handler, on_error))
+    finally:
+        io.finish()
+    if io.error is not None:
+        raise io.error
+
+
+class _IoThread(threading.Thread):
+    """Owns the socket and the core; requests go out on a queue, replies come back."""
+
+    def __init__(self, core: WorkerCore, shell: _Shell) -> None:
+        super().__init__(name=f"mdp-worker-io-{core.service.decode()}", daemon=True)
+        self.core = core
+        self.shell = shell
+        self.requests: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self._replies: queue.SimpleQueue[list[BodyPart]] = queue.SimpleQueue()
+        self._done = threading.Event()
+        # A pipe wakes the poll when a reply is posted or the worker stops.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    def post(self, reply: list[BodyPart]) -> None:
+        """Hand the handler's reply to the I/O thread (any thread may call this)."""
+        self._replies.put(reply)
+        self._wake()
+
+    def finish(self) -> None:
+        """Stop: the I/O thread sends pending replies, says DISCONNECT and closes."""
+        self._done.set()
+        self._wake()
+        self.join(_JOIN_TIMEOUT)
+        if not self.is_alive():  # else it may still poll the pipe; the process is ending
+            for fd in (self._wake_r, self._wake_w):
+                os.close(fd)
+        self.shell.log.info("worker.stopped")
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # a full pipe already wakes the poll
+            os.write(self._wake_w, b"!")
+
+    def run(self) -> None:
+        try:
+            self._loop()
+            self._send_replies()  # the last request's reply goes out before DISCONNECT
+            self.core.shutdown()
+            self.shell.execute(self.core.drain())
+        except BaseException as exc:  # hand it to the caller's thread, do not lose it
+            self.error = exc
+            self.shell.close()
+        finally:
+            self.requests.put(None)
+
+    def _loop(self) -> None:
+        core, shell = self.core, self.shell
+        # Only finish() ends this loop, so the request being handled when ``stop`` is set
+        # still gets its reply.
+        while not self._done.is_set():
+            self._send_replies()
             core.tick(time.monotonic())
             shell.execute(core.drain())
             wait = min(max(core.next_deadline() - time.monotonic(), 0.0), STOP_CHECK)
-            frames = shell.receive(wait, halt)
-            if frames is None:
-                continue
-            event = core.receive(frames, time.monotonic())
-            if isinstance(event, Request):
-                reply = shell.handle(event, handler, on_error)
-                core.reply(reply, time.monotonic())
-            elif isinstance(event, Disconnected):
-                shell.log.info("worker.disconnected_by_broker")
-            elif isinstance(event, Malformed):
-                shell.log.warning("worker.malformed_message", reason=event.reason)
+            for frames in shell.receive(wait, self._wake_r):
+                self._take(frames)
             shell.execute(core.drain())
-    finally:
-        core.shutdown()
-        shell.execute(core.drain())
-        shell.log.info("worker.stopped")
+
+    def _take(self, frames: list[zmq.Frame]) -> None:
+        event = self.core.receive(frames, time.monotonic())
+        if isinstance(event, Request):
+            self.requests.put(event)
+        elif isinstance(event, Disconnected):
+            self.shell.log.info("worker.disconnected_by_broker")
+        elif isinstance(event, Malformed):
+            self.shell.log.warning("worker.malformed_message", reason=event.reason)
+
+    def _send_replies(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wake_r, 4096):
+                pass
+        while True:
+            try:
+                reply = self._replies.get_nowait()
+            except queue.Empty:
+                return
+            if not self.core.reply(reply, time.monotonic()):
+                self.shell.log.info("worker.reply_dropped", reason="connection lost meanwhile")
+            self.shell.execute(self.core.drain())
 
 
 class _Shell:
@@ -107,6 +194,7 @@ class _Shell:
         self.endpoint = endpoint
         self.context = context
         self.socket: zmq.Socket[bytes] | None = None
+        self._poller: tuple[zmq.Socket[bytes] | None, zmq.Poller] | None = None
         self.log = structlog.get_logger().bind(service=service, endpoint=endpoint)
 
     def execute(self, commands: list[Command]) -> None:
@@ -127,13 +215,25 @@ class _Shell:
                     # heartbeats are periodic and clients resend requests.
                     self.log.warning("worker.send_dropped")
 
-    def receive(self, wait: float, halt: threading.Event) -> list[zmq.Frame] | None:
-        if self.socket is None:
-            halt.wait(wait)  # offline: nothing to read until the reconnect is due
-            return None
-        if not self.socket.poll(int(wait * 1000)):
-            return None
-        return self.socket.recv_multipart(copy=False)
+    def receive(self, wait: float, wake_fd: int) -> list[list[zmq.Frame]]:
+        """Messages that arrive within ``wait`` seconds (or until woken), without blocking
+        once the first has come."""
+        if self._poller is None or self._poller[0] is not self.socket:
+            poller = zmq.Poller()
+            poller.register(wake_fd, zmq.POLLIN)
+            if self.socket is not None:
+                poller.register(self.socket, zmq.POLLIN)
+            self._poller = (self.socket, poller)
+        poller = self._poller[1]
+        ready = dict(poller.poll(int(wait * 1000)))
+        if self.socket is None or self.socket not in ready:
+            return []
+        messages = []
+        while True:
+            try:
+                messages.append(self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False))
+            except zmq.Again:
+                return messages
 
     def handle(self, request: Request, handler: Handler, on_error: ErrorPolicy) -> list[BodyPart]:
         # Received with copy=False, so every body part is a zmq.Frame.
@@ -155,6 +255,9 @@ class _Shell:
             elapsed_ms = round((time.monotonic() - started) * 1000, 3)
             self.log.debug("worker.request", elapsed_ms=elapsed_ms)
         return reply
+
+    def close(self) -> None:
+        self._close()
 
     def _close(self) -> None:
         if self.socket is not None:

@@ -9,12 +9,18 @@ one request at a time. It never touches a socket and never reads the clock: the 
 Guarantees:
 
 * READY is the first thing sent on every new connection.
-* While idle the worker sends a HEARTBEAT at least every ``heartbeat_interval`` seconds.
-* A broker silent for ``heartbeat_liveness * heartbeat_interval`` seconds is dead: the
-  socket is closed and a new one opened after a back-off that doubles from
+* The worker sends a HEARTBEAT at least every ``heartbeat_interval`` seconds, idle or
+  busy: a handler that takes longer than the broker's liveness window (a commit that
+  syncs a gigabyte) is not mistaken for a dead worker, as long as the loop keeps ticking
+  while it runs (:mod:`workers.loop` does).
+* A broker silent for ``heartbeat_liveness * heartbeat_interval`` seconds is dead, idle
+  or busy: the socket is closed and a new one opened after a back-off that doubles from
   ``reconnect_min`` up to ``reconnect_max`` (each delay drawn in ``[d/2, d]`` so that a
   fleet of workers does not reconnect in lock step). The back-off resets once the broker
-  is heard from again.
+  is heard from again. A request held when the connection is lost is *abandoned*: its
+  reply is dropped when it comes (the broker has given the request to someone else or
+  lost it; the client resends), and no new connection is made before it comes, so the
+  worker never holds two requests.
 * A REPLY is only ever sent for the request being held, with that request's client
   address, and a second REQUEST while one is held is refused as a protocol error.
 """
@@ -87,10 +93,11 @@ Event: TypeAlias = Request | Disconnected | Malformed
 class State(enum.Enum):
     """Where the worker is.
 
-    OFFLINE --tick at reconnect time--> IDLE  (Connect + READY)
+    OFFLINE --tick at reconnect time--> IDLE  (Connect + READY; not while a reply is owed)
     IDLE    --REQUEST-->                BUSY
     BUSY    --reply()-->                IDLE
     IDLE    --DISCONNECT or silence-->  OFFLINE (Close, reconnect scheduled)
+    BUSY    --DISCONNECT or silence-->  OFFLINE (Close; the request is abandoned)
     """
 
     OFFLINE = "offline"
@@ -131,20 +138,20 @@ class WorkerCore:
         self._last_heard = 0.0
         self._last_sent = 0.0
         self._client = b""
+        self._abandoned = False  # a request was held when the connection was lost
         self._outbox: list[Command] = []
 
     # -- inputs ----------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
-        """Advance timers: connect when due, expire a silent broker, heartbeat when idle."""
+        """Advance timers: connect when due, expire a silent broker, heartbeat when due."""
         if self.state is State.OFFLINE:
-            if now >= self._reconnect_at:
+            if now >= self._reconnect_at and not self._abandoned:
                 self._connect(now)
-        elif self.state is State.IDLE:
-            if now - self._last_heard >= self.liveness * self.interval:
-                self._close(now)
-            elif now - self._last_sent >= self.interval:
-                self._send(now, mdp.HEARTBEAT)
+        elif now - self._last_heard >= self.liveness * self.interval:
+            self._close(now)
+        elif now - self._last_sent >= self.interval:
+            self._send(now, mdp.HEARTBEAT)
 
     def receive(self, frames: Sequence[Part], now: float) -> Event | None:
         """Take one multipart message from the broker; return what it means, if anything."""
@@ -165,20 +172,27 @@ class WorkerCore:
             return Disconnected()
         return Malformed(f"unexpected {mdp.COMMAND_NAMES[command.command]} from the broker")
 
-    def reply(self, body: Sequence[BodyPart], now: float) -> None:
-        """Answer the held request with ``body``; the worker is idle again afterwards."""
+    def reply(self, body: Sequence[BodyPart], now: float) -> bool:
+        """Answer the held request with ``body``; the worker is idle again afterwards.
+
+        Returns False, sending nothing, for a request abandoned when its connection was
+        lost (the reconnect may then go ahead).
+        """
+        if self._abandoned:
+            self._abandoned = False
+            return False
         if self.state is not State.BUSY:
             raise LocalProtocolError("reply() without a request being held")
         self.state = State.IDLE
-        # Time spent in the handler is not broker silence: we were not listening.
-        self._last_heard = now
         self._send(now, mdp.REPLY, self._client, b"", *body)
+        return True
 
     def shutdown(self) -> None:
         """Say goodbye to the broker (if connected) and close; the core stays offline."""
         if self.state is not State.OFFLINE:
             self._outbox.append(Send((b"", mdp.MDPW01, mdp.DISCONNECT)))
             self._outbox.append(Close())
+        self._abandoned = self._abandoned or self.state is State.BUSY
         self.state = State.OFFLINE
         self._reconnect_at = float("inf")
 
@@ -192,9 +206,7 @@ class WorkerCore:
     def next_deadline(self) -> float:
         """The monotonic time at which :meth:`tick` next has something to do."""
         if self.state is State.OFFLINE:
-            return self._reconnect_at
-        if self.state is State.BUSY:
-            return float("inf")
+            return float("inf") if self._abandoned else self._reconnect_at
         return min(
             self._last_sent + self.interval,
             self._last_heard + self.liveness * self.interval,
@@ -222,6 +234,8 @@ class WorkerCore:
         self._send(now, mdp.READY, self.service)
 
     def _close(self, now: float) -> None:
+        if self.state is State.BUSY:
+            self._abandoned = True
         self.state = State.OFFLINE
         self._outbox.append(Close())
         self._reconnect_at = now + self.backoff(self._failures)

@@ -64,6 +64,8 @@ Frame = bytes | zmq.Frame
 # Envelopes are a few dozen bytes; a first frame longer than this is not one.
 MAX_ENVELOPE = 1024
 _MAX_MESSAGE = 1024
+# Requests whose successful handling is logged at debug level: one per chunk.
+_ROUTINE = frozenset({MessageType.UPLOAD_CHUNK, MessageType.DOWNLOAD_CHUNK})
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +110,12 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class Handled:
-    """The reply frames and what the shell's summary log line needs."""
+    """The reply frames and what the shell's summary log line needs.
+
+    ``level`` is the level that line deserves: ``debug`` for a chunk stored or sent as
+    asked (a gigabyte is a thousand of them; the upload's summary is its commit and
+    confirm lines), ``info`` for everything else, refusals of chunks included.
+    """
 
     frames: list[bytes]
     type: str
@@ -116,6 +123,7 @@ class Handled:
     request_id: str
     outcome: str
     error: BaseException | None = None
+    level: str = "info"
 
 
 def _reply_context(client_id: bytes, request_id: bytes) -> bytes:
@@ -285,12 +293,14 @@ class Dispatcher:
     def _handled(
         self, envelope: Envelope | None, client_id: bytes, frames: list[bytes], outcome: str
     ) -> Handled:
+        routine = outcome == "ok" and envelope is not None and envelope.type in _ROUTINE
         return Handled(
             frames=frames,
             type=envelope.type.name if envelope is not None else "?",
             client=(client_id or (envelope.client_id if envelope else b"")).hex()[:8],
             request_id=envelope.request_id.hex() if envelope is not None else "",
             outcome=outcome,
+            level="debug" if routine else "info",
         )
 
 

@@ -30,6 +30,7 @@ from common.errors import RefusedError, RemoteProtocolError
 from common.fields import ID_LEN, MAX_LIST_LEN
 from common.messages import (
     ChunkStored,
+    Codec,
     ErrorCode,
     StreamPosition,
     UploadBegin,
@@ -86,6 +87,7 @@ class Uploads:
         self.max_chunk_size = max_chunk_size
         self._cache: OrderedDict[bytes, _Open] = OrderedDict()
         self._cache_size = cache
+        self._scratch = bytearray()  # plaintext of the chunk being checked
 
     def _owned(self, ctx: Context, transfer_id: bytes) -> UploadRow:
         row = self.store.get_upload(transfer_id)
@@ -138,31 +140,49 @@ class Uploads:
         upload = self._open_upload(ctx, stream.transfer_id)
         row = upload.row
         self._check_position(row, stream)
+        if len(payload) > row.chunk_size + crypto.OVERHEAD:
+            raise RefusedError(ErrorCode.TOO_LARGE, "the chunk is larger than its chunk size")
         codec = int(ctx.envelope.codec)
-        compressed = crypto.open_chunk(
-            upload.data_key,
-            stream.index,
-            stream.final,
-            payload,
-            aad=chunk_aad(stream.transfer_id, codec),
-        )
-        reply = ChunkStored(stream.transfer_id, stream.index)
-        if self.store.get_chunk(stream.transfer_id, stream.index) is not None:
-            return reply  # a retry, authenticated: already stored, nothing to do
-        try:
-            plain = decompress_chunk(codec, compressed, row.chunk_size)
-        except RemoteProtocolError as exc:
-            raise RefusedError(ErrorCode.INTEGRITY, "the chunk does not decompress") from exc
+        plain = self._plaintext(upload.data_key, stream, codec, payload, row.chunk_size)
         expected = _plain_size(row, stream.index)
         if len(plain) != expected:
             raise _conflict(f"chunk {stream.index} holds {len(plain)} bytes, expected {expected}")
-        self.blobs.write(stream.transfer_id, stream.index, codec, payload)
         stored = ChunkRow(stream.index, len(payload), len(plain), chunk_part(plain))
-        if not self.store.add_chunk(stream.transfer_id, stored):
-            if self.store.get_upload(stream.transfer_id) is None:
-                self.blobs.remove(stream.transfer_id)  # discarded meanwhile
-            raise _conflict("the upload is no longer open")
-        return reply
+        reply = ChunkStored(stream.transfer_id, stream.index)
+        # Under the slot's lock: a copy sealed differently (a resumed upload racing its own
+        # leftover requests) waits, then finds the row and leaves the slot alone.
+        with self.blobs.slot(stream.transfer_id, stream.index, row.chunk_size) as slot:
+            if self.store.get_chunk(stream.transfer_id, stream.index) is not None:
+                return reply  # a retry, authenticated: already stored, nothing to do
+            slot.write(codec, payload)
+            if self.store.add_chunk(stream.transfer_id, stored):
+                return reply
+        if self.store.get_upload(stream.transfer_id) is None:
+            self._cache.pop(stream.transfer_id, None)
+            self.blobs.remove(stream.transfer_id)  # discarded meanwhile
+        raise _conflict("the upload is no longer open")
+
+    def _plaintext(
+        self, key: bytes, stream: StreamPosition, codec: int, payload: memoryview, limit: int
+    ) -> memoryview | bytes:
+        """The chunk opened (into a buffer reused for every chunk) and decompressed."""
+        size = max(len(payload) - crypto.OVERHEAD, 0)
+        if len(self._scratch) < size:
+            self._scratch = bytearray(max(size, limit))
+        opened = crypto.open_chunk_into(
+            key,
+            stream.index,
+            stream.final,
+            payload,
+            memoryview(self._scratch),
+            aad=chunk_aad(stream.transfer_id, codec),
+        )
+        if codec == Codec.NONE:
+            return opened  # no copy: the caller is done with it before the next chunk
+        try:
+            return decompress_chunk(codec, opened, limit)
+        except RemoteProtocolError as exc:
+            raise RefusedError(ErrorCode.INTEGRITY, "the chunk does not decompress") from exc
 
     @staticmethod
     def _check_position(row: UploadRow, stream: StreamPosition) -> None:
@@ -172,9 +192,17 @@ class Uploads:
             raise _conflict("only the last chunk is final")
 
     def commit(self, ctx: Context, msg: UploadCommit) -> UploadCommitted:
+        """Check, sync and mark committed; idempotent by the transfer's state.
+
+        A commit of a transfer already committed (or published) answers the recorded size
+        and CRC again. Two workers may commit one transfer at once (the broker gave a
+        request it thought lost to another worker, or the client committed again): both do
+        the work, one marks the transfer, and the other answers what it finds, so neither
+        hands the client a spurious failure.
+        """
         row = self._owned(ctx, msg.transfer_id)
-        if row.state == "committed" and row.crc is not None:
-            return UploadCommitted(row.transfer_id, row.size, row.crc)
+        if (settled := _settled(row)) is not None:
+            return settled
         if row.state != "open":
             raise _conflict("the upload is finished")
         chunks = self.store.chunks(row.transfer_id)
@@ -183,11 +211,14 @@ class Uploads:
         if sum(chunk.plain_size for chunk in chunks) != row.size:
             raise RefusedError(ErrorCode.INTEGRITY, "the chunks do not add up to the size")
         crc = combine((chunk.crc_part, chunk.plain_size) for chunk in chunks)
-        self.blobs.sync(row.transfer_id, row.chunk_count)
+        self.blobs.sync(row.transfer_id)
         reply = UploadCommitted(row.transfer_id, row.size, crc)
-        if not self.store.commit_upload(row.transfer_id, crc, ctx.now, ctx.record(reply)):
-            raise _conflict("the upload changed meanwhile; commit again")
-        return reply
+        if self.store.commit_upload(row.transfer_id, crc, ctx.now, ctx.record(reply)):
+            return reply
+        now = self._owned(ctx, msg.transfer_id)
+        if (settled := _settled(now)) is not None and settled.crc == crc:
+            return settled  # committed meanwhile by another worker, with the same result
+        raise _conflict("the upload changed meanwhile")
 
     def confirm(self, ctx: Context, msg: UploadConfirm) -> UploadDone:
         row = self._owned(ctx, msg.transfer_id)
@@ -207,6 +238,13 @@ class Uploads:
         if published.replaced is not None:
             self.blobs.remove(published.replaced)
         return _done(row, True)
+
+
+def _settled(row: UploadRow) -> UploadCommitted | None:
+    """The commit answer of a transfer whose CRC is settled (committed or published)."""
+    if row.state in ("committed", "done") and row.crc is not None:
+        return UploadCommitted(row.transfer_id, row.size, row.crc)
+    return None
 
 
 def _done(row: UploadRow, verified: bool) -> UploadDone:

@@ -7,8 +7,9 @@
 ``--announce`` prints ``request <first body frame, hex>`` on stdout (flushed) as soon as a
 request arrives, so a test knows which worker holds which request. ``--delay-file PATH``
 waits the number of seconds written in PATH (read at every request; no file = no delay)
-before replying. ``--hang`` never replies to its first request and, since handlers run in
-the loop's thread, stops heartbeating: a stuck worker. A request whose last frame is
+before replying (the worker keeps heartbeating meanwhile). ``--hang`` stops the whole
+process (SIGSTOP) at its first request: a hung worker, which sends nothing at all, not
+even heartbeats. A request whose last frame is
 ``b"raise"`` makes the handler raise, to exercise the error policy. SIGTERM/SIGINT stop
 the worker cleanly.
 """
@@ -16,6 +17,7 @@ the worker cleanly.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -57,7 +59,7 @@ def make_handler(
         if args.announce:
             print("request", body[0].bytes.hex() if body else "", flush=True)
         if args.hang:
-            stop.wait()  # stuck until killed (or told to stop)
+            os.kill(os.getpid(), signal.SIGSTOP)  # frozen until killed
         if args.delay_file is not None and args.delay_file.exists():
             time.sleep(float(args.delay_file.read_text() or 0))  # simulated work
         if body and body[-1].bytes == b"raise":

@@ -213,3 +213,25 @@ def test_request_held_by_a_hung_worker_goes_to_another(cluster: Cluster) -> None
         stuck.expect(stuck.stdout, lambda line: line == f"request {env.hex()}")
         cluster.worker("echo")
         assert transport.result(key) == [env, b"rescued"]
+
+
+def test_a_handler_slower_than_the_liveness_window_is_not_dropped(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # The handler takes 2 s, more than three times the broker's 0.6 s liveness window; the
+    # worker heartbeats while it works, so the broker keeps it and its request: the rescuer
+    # never sees the request and the broker neither removes the worker nor requeues.
+    broker = cluster.start_broker()
+    delay = tmp_path / "delay"
+    delay.write_text("2")
+    holder = cluster.worker("echo", "--announce", "--delay-file", str(delay))
+    wait_for_service(cluster.endpoint, "echo")
+    env = envelope()
+    with Transport(cluster.endpoint, timeout=15.0, retries=0) as transport:
+        key = transport.submit("echo", [env, b"slow but alive"])
+        holder.expect(holder.stdout, lambda line: line == f"request {env.hex()}")
+        rescuer = cluster.worker("echo", "--announce")
+        assert transport.result(key) == [env, b"slow but alive"]
+    assert not any(line.startswith("request ") for line in rescuer.transcript)
+    events = [line for line in broker.transcript if "worker_removed" in line or "requeued" in line]
+    assert events == []

@@ -205,3 +205,42 @@ def test_hkdf_rejects_impossible_lengths() -> None:
     with pytest.raises(ValueError):
         hkdf_sha256(b"k", b"", length=0)
     assert len(hkdf_sha256(b"k", b"", length=255 * 32)) == 255 * 32
+
+
+def test_sealing_into_a_buffer_has_the_same_layout_and_opens_both_ways() -> None:
+    key = crypto.random_key()
+    plaintext = bytes(range(256)) * 40
+    out = bytearray(len(plaintext) + crypto.OVERHEAD + 7)  # room to spare is left alone
+    written = crypto.seal_chunk_into(key, 3, False, memoryview(plaintext), out, b"tid")
+    assert written == len(plaintext) + crypto.OVERHEAD and out[written:] == bytes(7)
+    sealed = bytes(out[:written])
+    assert crypto.open_chunk(key, 3, False, sealed, b"tid") == plaintext
+    into = bytearray(len(plaintext))
+    opened = crypto.open_chunk_into(key, 3, False, sealed, into, b"tid")
+    assert opened.obj is into and bytes(opened) == plaintext
+    classic = crypto.seal_chunk(key, 3, False, plaintext, b"tid")
+    assert bytes(crypto.open_chunk_into(key, 3, False, classic, into, b"tid")) == plaintext
+    assert out[: crypto.NONCE_SIZE] != classic[: crypto.NONCE_SIZE]  # fresh nonces
+
+
+def test_opening_into_a_buffer_fails_like_open_chunk() -> None:
+    key = crypto.random_key()
+    sealed = bytearray(crypto.seal_chunk(key, 0, True, b"secret chunk", b"a"))
+    out = bytearray(64)
+    for index, final, aad in ((1, True, b"a"), (0, False, b"a"), (0, True, b"b"), (-1, True, b"a")):
+        with pytest.raises(IntegrityError):
+            crypto.open_chunk_into(key, index, final, sealed, out, aad)
+    sealed[20] ^= 1
+    with pytest.raises(IntegrityError):
+        crypto.open_chunk_into(key, 0, True, sealed, out, b"a")
+    with pytest.raises(IntegrityError):
+        crypto.open_into(key, b"short", b"", out)
+
+
+def test_buffers_too_small_are_a_caller_error() -> None:
+    key = crypto.random_key()
+    with pytest.raises(ValueError):
+        crypto.seal_into(key, b"12345", b"", bytearray(5 + crypto.OVERHEAD - 1))
+    sealed = crypto.seal(key, b"12345", b"")
+    with pytest.raises(ValueError):
+        crypto.open_into(key, sealed, b"", bytearray(4))

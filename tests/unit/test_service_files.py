@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import msgpack
 import pytest
@@ -30,10 +31,12 @@ from common.messages import (
     FileList,
     Flags,
     ListFiles,
+    Message,
     MessageType,
     StreamPosition,
     UploadBegin,
     UploadCommit,
+    UploadCommitted,
     UploadConfirm,
     UploadDone,
     UploadReady,
@@ -169,6 +172,55 @@ def test_replayed_requests_return_the_stored_reply_and_change_nothing(
     assert snapshot(server) == before
 
 
+def _stored(alice: Client, ready: UploadReady, data: bytes) -> None:
+    pieces = [data[i : i + CHUNK] for i in range(0, len(data), CHUNK)]
+    for index, piece in enumerate(pieces):
+        frames = alice.chunk_frames(ready, index, index == len(pieces) - 1, piece)
+        assert alice.send_chunk(frames) == ChunkStored(ready.transfer_id, index)
+
+
+def test_committing_twice_returns_the_same_answer_even_once_published(alice: Client) -> None:
+    data = os.urandom(2 * CHUNK + 5)
+    ready = alice.begin("twice", data, CHUNK)
+    _stored(alice, ready, data)
+    first = alice.ask(UploadCommit(ready.transfer_id))
+    assert isinstance(first, UploadCommitted) and first.crc == cksum(data)
+    assert alice.ask(UploadCommit(ready.transfer_id)) == first  # a new request id
+    assert alice.ask(UploadConfirm(ready.transfer_id, Verdict.OK)) == UploadDone("twice", True)
+    assert alice.ask(UploadCommit(ready.transfer_id)) == first
+    assert download(alice, "twice") == data
+
+
+def test_a_commit_requeued_while_another_worker_commits_gets_the_same_answer(
+    server: Server, alice: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two file workers on one data dir. While the first syncs the chunks, the broker (which
+    # took the first for dead) hands the same request to the second, which commits first.
+    other = Server(server.data.path, session_ttl=600.0)
+    try:
+        other.now = server.now
+        data = os.urandom(3 * CHUNK)
+        ready = alice.begin("raced", data, CHUNK)
+        _stored(alice, ready, data)
+        commit = alice.session_frames(UploadCommit(ready.transfer_id))
+        uploads = cast(Any, server.file.routes[MessageType.UPLOAD_COMMIT].handler).__self__
+        sync = uploads.blobs.sync
+        answers: list[Message] = []
+
+        def sync_while_the_other_commits(transfer_id: bytes) -> None:
+            sync(transfer_id)
+            answers.append(alice.open_reply(other.call("file", commit), commit[0]))
+
+        monkeypatch.setattr(uploads.blobs, "sync", sync_while_the_other_commits)
+        mine = alice.open_reply(server.call("file", commit), commit[0])
+        assert isinstance(mine, UploadCommitted) and mine.crc == cksum(data)
+        assert answers == [mine]
+        assert alice.ask(UploadConfirm(ready.transfer_id, Verdict.OK)) == UploadDone("raced", True)
+        assert download(alice, "raced") == data
+    finally:
+        other.close()
+
+
 def test_resume_returns_the_same_transfer_key_and_stored_chunks(alice: Client) -> None:
     data = os.urandom(3 * CHUNK)
     ready = alice.begin("big", data, CHUNK)
@@ -286,7 +338,7 @@ def test_a_stolen_data_dir_reveals_no_key_and_no_content(server: Server, alice: 
         if checkpoint:
             server.store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         files = exposed()
-        assert {"cipherdrop.db", "0"} <= {p.name for p in files}
+        assert {"cipherdrop.db", ready.transfer_id.hex()} <= {p.name for p in files}
         for path in files:
             content = path.read_bytes()
             for what, needle in secrets_to_find.items():
@@ -345,3 +397,17 @@ def test_valid_envelopes_with_arbitrary_payloads_change_nothing(
             continue
         assert reply_env.type == MessageType.ERROR_REPLY, reply_env
     assert snapshot(server) == before
+
+
+def test_chunks_stored_as_asked_are_logged_at_debug_and_the_rest_at_info(
+    server: Server, alice: Client
+) -> None:
+    data = os.urandom(CHUNK)
+    ready = alice.begin("quiet", data, CHUNK)
+    good = alice.chunk_frames(ready, 0, True, data)
+    assert server.file.handle(good, server.now).level == "debug"
+    wrong = alice.chunk_frames(ready, 0, False, data)  # not final: refused
+    refused = server.file.handle(wrong, server.now)
+    assert (refused.outcome, refused.level) == ("conflict", "info")
+    commit = alice.session_frames(UploadCommit(ready.transfer_id))
+    assert server.file.handle(commit, server.now).level == "info"

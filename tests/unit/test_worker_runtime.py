@@ -153,7 +153,6 @@ def test_request_is_handled_alone_and_replied_to_its_client() -> None:
     assert event.client == b"client-7"
     assert [bytes(f) for f in event.body] == [b"env", b"data"]  # type: ignore[arg-type]
     assert core.state is State.BUSY
-    assert core.next_deadline() == float("inf")
     second = core.receive(request_frames(b"client-8"), 0.6)
     assert isinstance(second, Malformed)
     core.reply([b"env2", b"answer"], 0.7)
@@ -167,14 +166,40 @@ def test_reply_without_request_is_a_local_error() -> None:
         core.reply([b"x"], 0.1)
 
 
-def test_time_spent_in_handler_is_not_broker_silence() -> None:
+def test_a_busy_worker_keeps_heartbeating_while_the_broker_is_heard() -> None:
+    # A handler far slower than the liveness window (a commit syncing a gigabyte) must not
+    # make the worker look dead: the loop keeps ticking, the core keeps heartbeating.
     core = connected()
     core.receive(request_frames(), 0.1)
-    long_after = 0.1 + 10 * LIVENESS * INTERVAL
-    core.reply([b"r"], long_after)
-    core.tick(long_after)
-    assert not any(isinstance(c, Close) for c in core.drain())
-    assert core.state is State.IDLE
+    beats = 0
+    for step in range(1, 10 * LIVENESS):
+        now = step * INTERVAL
+        core.receive([b"", mdp.MDPW01, mdp.HEARTBEAT], now - 0.5)
+        assert core.next_deadline() <= now
+        core.tick(now)
+        commands = core.drain()
+        assert not any(isinstance(c, Close) for c in commands)
+        beats += sent(commands).count([b"", b"MDPW01", b"\x04"])
+    assert beats == 10 * LIVENESS - 1
+    assert core.state is State.BUSY
+    assert core.reply([b"r"], 10 * LIVENESS * INTERVAL)
+    assert sent(core.drain())[0][2] == mdp.REPLY
+
+
+def test_a_request_held_when_the_broker_goes_silent_is_abandoned() -> None:
+    core = connected()
+    core.receive(request_frames(), 0.1)
+    core.tick(LIVENESS * INTERVAL + 0.1)
+    assert any(isinstance(c, Close) for c in core.drain())
+    assert core.state is State.OFFLINE
+    # No new connection while the handler still runs: it would be handed a second request.
+    assert core.next_deadline() == float("inf")
+    core.tick(100.0)
+    assert core.drain() == []
+    assert core.reply([b"late"], 100.0) is False  # dropped, nothing sent
+    assert core.drain() == []
+    core.tick(100.1)
+    assert sent(core.drain()) == [[b"", b"MDPW01", b"\x01", b"echo"]]  # READY again
 
 
 def test_disconnect_from_broker_reconnects_and_registers_again() -> None:

@@ -1,0 +1,100 @@
+"""The client's chunk pipeline (read + CRC, then compress + seal on a helper thread): every
+chunk the server lacks comes out in order, sealed at its position, whatever it skips."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+
+from client import session as core
+from client import upload
+from client.upload import UploadOptions
+from common import crypto
+from common.cksum import cksum
+from common.codec import decode_envelope
+from common.compress import decompress_chunk
+from common.messages import Codec, UploadReady
+
+CHUNK = 1024
+TID = b"T" * 16
+
+
+class Counted:
+    def __init__(self) -> None:
+        self.total = 0
+
+    def update(self, n: int) -> None:
+        self.total += n
+
+    def reset(self, total: int | None = None) -> None:
+        self.total = 0
+
+    def close(self) -> None:
+        pass
+
+
+def session() -> core.Session:
+    keys = crypto.derive_session_keys(crypto.random_key(), b"S" * 16)
+    return core.Session(b"C" * 16, b"S" * 16, keys, 0)
+
+
+@pytest.mark.parametrize("stored", [(), (1, 3), (0, 1, 2), (5, 6), tuple(range(7))])
+@pytest.mark.parametrize("compression", [Codec.NONE, Codec.ZLIB])
+def test_every_missing_chunk_comes_out_sealed_at_its_place(
+    tmp_path: Path, stored: tuple[int, ...], compression: Codec
+) -> None:
+    # Distinct chunks (half random, half compressible) and a short last one.
+    pieces = [os.urandom(CHUNK) if i % 2 else bytes([i]) * CHUNK for i in range(6)]
+    data = b"".join(pieces) + b"tail"
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    key = crypto.random_key()
+    ready = UploadReady(TID, key, stored)
+    crc, in_flight, progress = upload.Cksum(), {}, Counted()
+    options = UploadOptions(chunk_size=CHUNK, compression=compression)
+    with path.open("rb", buffering=0) as stream:
+        assert isinstance(stream, io.FileIO)
+        reqs = list(
+            upload._chunk_requests(
+                session(), stream, len(data), ready, options, crc, in_flight, progress
+            )
+        )
+    count = 7
+    expected = [i for i in range(count) if i not in stored]
+    assert [decode_envelope(r.frames[0]).stream.index for r in reqs] == expected  # type: ignore[union-attr]
+    assert set(in_flight) == {r.request_id for r in reqs}
+    for req in reqs:
+        env = decode_envelope(req.frames[0])
+        assert env.stream is not None
+        index = env.stream.index
+        assert env.stream.final == (index == count - 1)
+        aad = core.chunk_aad(TID, env.codec)
+        opened = crypto.open_chunk(key, index, env.stream.final, req.frames[1], aad)
+        plain = decompress_chunk(env.codec, opened, CHUNK)
+        assert plain == data[index * CHUNK : (index + 1) * CHUNK]
+        assert in_flight[req.request_id][1] == len(plain)
+    assert crc.digest() == cksum(data) and crc.length == len(data)
+    assert progress.total == sum(len(data[i * CHUNK : (i + 1) * CHUNK]) for i in stored)
+
+
+def test_a_file_that_grew_while_read_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * (CHUNK + 1))
+    ready = UploadReady(TID, crypto.random_key(), ())
+    with path.open("rb", buffering=0) as stream, pytest.raises(upload.FileAccessError):
+        assert isinstance(stream, io.FileIO)
+        list(
+            upload._chunk_requests(
+                session(),
+                stream,
+                CHUNK,
+                ready,
+                UploadOptions(chunk_size=CHUNK),
+                upload.Cksum(),
+                {},
+                Counted(),
+            )
+        )
