@@ -59,7 +59,9 @@ def _handler(dispatcher: Dispatcher, service: str) -> Handler:
     def handle(frames: list[zmq.Frame]) -> list[BodyPart]:
         started = time.monotonic()
         handled = dispatcher.handle(frames, int(time.time() * 1000))
-        log.info(
+        # Successful chunk requests log at debug: one info line per chunk would be most of
+        # the log (and of the logging cost) of a large upload.
+        getattr(log, handled.level)(
             "request",
             type=handled.type,
             client=handled.client,
