@@ -423,7 +423,8 @@ def test_replayed_requests_change_nothing(stack: Stack, alice: Path, tmp_path: P
 
 
 def test_upload_survives_kill_9_of_one_file_worker(tmp_path: Path) -> None:
-    with running_stack(tmp_path / "stack", file_workers=2) as stack:
+    # debug: the workers log each chunk they store, which is how the test sees one arrive
+    with running_stack(tmp_path / "stack", file_workers=2, log_level="debug") as stack:
         home = tmp_path / "home"
         assert stack.client(home, "register", "erin").returncode == 0
         source = tmp_path / "long.bin"
