@@ -83,6 +83,13 @@ class Populated:
         endpoint = self.server.endpoint
         return run_client(self.home(client), endpoint, "put", str(path), "-q", "--server", endpoint)
 
+    def get(self, client: str, name: str, target: Path) -> subprocess.CompletedProcess[str]:
+        """Download ``name`` with the real client into ``target``."""
+        endpoint = self.server.endpoint
+        return run_client(
+            self.home(client), endpoint, "get", name, "-o", str(target), "-q", "--server", endpoint
+        )
+
     def stored_bytes(self, client: str, name: str) -> bytes:
         """The contents the server would send back, opened with the server's code."""
         server = open_server(load_settings(env={}, flags={"store.data_dir": self.data}), env={})
@@ -192,6 +199,14 @@ def test_rotate_master_key_keeps_every_file_readable(populated: Populated) -> No
     populated.server = ServerProcess(populated.base, workers="file=1,key=1,register=1")
     again = populated.put("bob", populated.sources["bob/notes.md"])
     assert again.returncode == 0, again.stderr
+    # Every file downloads through the restarted server, byte for byte.
+    for label, path in populated.sources.items():
+        client, _, name = label.partition("/")
+        target = populated.base / "downloads" / client / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        got = populated.get(client, name, target)
+        assert got.returncode == 0, got.stderr
+        assert target.read_bytes() == path.read_bytes()
 
 
 def test_an_interrupted_rotation_is_finished_by_running_it_again(

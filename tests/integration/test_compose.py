@@ -8,9 +8,10 @@ mappings and sequences, JSON-style flow lists, quoted and plain scalars, comment
 rewrites that stand in for the container network: the broker port becomes a free local
 port, the ``broker`` host becomes 127.0.0.1, and volume mount points become temporary
 directories. The file worker runs twice (``--scale file-worker=2``). The health checks
-run too, and must pass. Then the ``client`` service's command registers and uploads a
-file from the ``./drop`` mount, and the stored file is read back with the server's own
-code (opening every chunk under its data key), as a download would.
+run too, and must pass. Then the ``client`` service's command registers, uploads a file
+from the ``./drop`` mount and downloads it again into a mount of its own, and the
+download equals the source; the stored file is also read back with the server's own code
+(opening every chunk under its data key).
 """
 
 from __future__ import annotations
@@ -259,6 +260,16 @@ def test_the_compose_services_complete_a_round_trip_natively(
     put = cipherdrop("put", "/drop/hello.bin", "-q")
     assert put.returncode == 0, put.stderr
     assert "verified" in put.stdout
+
+    # Download it through the same service definition, as
+    # ``docker compose run -v ./out:/out client get hello.bin -o /out/hello.bin`` would
+    # (the ./drop mount is read-only, so the download gets a mount of its own).
+    getter = {**client, "volumes": [*client["volumes"], "./out:/out"]}
+    out = Path(rewrite.mounts(getter)["/out"])
+    argv = rewrite.argv([*client["entrypoint"], "get", "hello.bin", "-o", "/out/hello.bin"], getter)
+    got = run(argv, rewrite.env(getter))
+    assert got.returncode == 0, got.stderr
+    assert (out / "hello.bin").read_bytes() == payload
 
     # Read it back with the server's code, from the worker's data volume.
     worker = compose["services"]["file-worker"]

@@ -34,6 +34,7 @@ from workers.uploads import chunk_aad, data_key_context
 
 from .procs import Proc
 from .stack import Stack
+from .test_server import ServerProcess
 
 pytestmark = pytest.mark.integration
 HOST = "127.0.0.1"
@@ -47,9 +48,9 @@ def unique(prefix: str) -> str:
 class Gateway(Proc):
     """``python -m gateway`` on a random port, with its own key directory."""
 
-    def __init__(self, stack: Stack, directory: Path, dialect: str, *flags: str) -> None:
+    def __init__(self, broker: str, directory: Path, dialect: str, *flags: str) -> None:
         argv = [sys.executable, "-m", "gateway", "--dialect", dialect, "--listen", f"{HOST}:0"]
-        argv += ["--broker", stack.endpoint, "--dir", str(directory), "--rsa-bits", "2048"]
+        argv += ["--broker", broker, "--dir", str(directory), "--rsa-bits", "2048"]
         argv += ["--log-format", "json", "--request-timeout", "5", *flags]
         super().__init__(argv, f"gateway-{dialect}")
         line = self.expect(self.stderr, lambda text: '"gateway.listening"' in text, timeout=30)
@@ -60,7 +61,7 @@ class Gateway(Proc):
         return LegacyClient(HOST, self.port, self.dialect, timeout=timeout)
 
 
-def trust(stack: Stack, directory: Path) -> None:
+def trust(data_dir: Path, directory: Path) -> None:
     """The operator step: list the gateway's fingerprint in the server's trusted file."""
     out = subprocess.run(
         [
@@ -81,7 +82,7 @@ def trust(stack: Stack, directory: Path) -> None:
         timeout=60,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
     )
-    with (stack.data_dir / TRUSTED_GATEWAYS).open("a", encoding="utf-8") as trusted:
+    with (data_dir / TRUSTED_GATEWAYS).open("a", encoding="utf-8") as trusted:
         trusted.write(out.stdout.strip() + "  # test gateway\n")
 
 
@@ -102,11 +103,11 @@ def gateways(
     started: dict[str, Gateway] = {}
     try:
         for dialect in DIALECTS:
-            trust(stack, base / dialect)
-            started[dialect] = Gateway(stack, base / dialect, dialect)
-        trust(stack, base / "strict")
+            trust(stack.data_dir, base / dialect)
+            started[dialect] = Gateway(stack.endpoint, base / dialect, dialect)
+        trust(stack.data_dir, base / "strict")
         started["strict"] = Gateway(
-            stack,
+            stack.endpoint,
             base / "strict",
             "a",
             "--idle-timeout",
@@ -122,9 +123,9 @@ def gateways(
             gateway.stop()
 
 
-def stored_file(stack: Stack, client_id: bytes, name: str) -> tuple[bytes, bool, int] | None:
+def stored_file(data_dir: Path, client_id: bytes, name: str) -> tuple[bytes, bool, int] | None:
     """(plaintext, verified, crc) of a stored file, read back with the server's own code."""
-    data = open_data_dir(stack.data_dir, 2048, env={})
+    data = open_data_dir(data_dir, 2048, env={})
     store = Store.open(data.db_path)
     try:
         row = store.get_file(client_id, name)
@@ -143,8 +144,8 @@ def stored_file(stack: Stack, client_id: bytes, name: str) -> tuple[bytes, bool,
         store.close()
 
 
-def is_legacy(stack: Stack, client_id: bytes) -> bool:
-    with sqlite3.connect(f"file:{stack.data_dir / 'cipherdrop.db'}?mode=ro", uri=True) as db:
+def is_legacy(data_dir: Path, client_id: bytes) -> bool:
+    with sqlite3.connect(f"file:{data_dir / 'cipherdrop.db'}?mode=ro", uri=True) as db:
         row = db.execute("SELECT legacy FROM clients WHERE id = ?", (client_id,)).fetchone()
     return bool(row and row[0])
 
@@ -181,12 +182,46 @@ def test_register_key_file_crc_ok(
         assert len(client.client_id) == 16
         verified, tries = client.upload("dir/file.bin", data, right_crc(path))
         assert (verified, tries) == (True, 1)
-    assert is_legacy(stack, client.client_id)
-    stored = stored_file(stack, client.client_id, "dir/file.bin")
+    assert is_legacy(stack.data_dir, client.client_id)
+    stored = stored_file(stack.data_dir, client.client_id, "dir/file.bin")
     assert stored is not None
     plain, was_verified, crc = stored
     assert plain == data and was_verified
     assert crc == cksum_command(path)
+
+
+def test_beside_cipherdrop_server(tmp_path: Path) -> None:
+    """The deployment the docs describe: ``cipherdrop-server`` with one worker of each
+    service, the gateway trusted by the operator and pinned to the server's key, and an
+    unmodified legacy client going through register, key, file and CRC ok."""
+    (tmp_path / "server").mkdir()
+    server = ServerProcess(tmp_path / "server", workers="file=1,key=1,register=1")
+    gateway: Gateway | None = None
+    try:
+        trust(server.data, tmp_path / "gateway")
+        gateway = Gateway(
+            server.endpoint,
+            tmp_path / "gateway",
+            "c",
+            "--server-fingerprint",
+            server.fingerprint,
+        )
+        data = os.urandom(300_000) + b"beside the server\n" * 1000
+        path = tmp_path / "beside.bin"
+        path.write_bytes(data)
+        with register_and_key(gateway, unique("beside")) as client:
+            assert client.upload("beside.bin", data, right_crc(path)) == (True, 1)
+        assert gateway.stop(timeout=20) == 0
+        assert server.stop(timeout=30) == 0
+        assert is_legacy(server.data, client.client_id)
+        stored = stored_file(server.data, client.client_id, "beside.bin")
+        assert stored is not None
+        plain, verified, crc = stored
+        assert plain == data and verified and crc == cksum_command(path)
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        server.stop(timeout=20)
 
 
 @pytest.mark.slow
@@ -199,7 +234,7 @@ def test_fifty_mebibytes(
     path.write_bytes(data)
     with register_and_key(gateways[dialect], unique("big")) as client:
         assert client.upload("big.bin", data, right_crc(path)) == (True, 1)
-    stored = stored_file(stack, client.client_id, "big.bin")
+    stored = stored_file(stack.data_dir, client.client_id, "big.bin")
     assert stored is not None and stored[0] == data and stored[2] == cksum_command(path)
 
 
@@ -220,7 +255,7 @@ def test_reconnect_gets_a_new_key_that_works(
         path = tmp_path / "r.txt"
         path.write_bytes(b"after reconnect\n")
         assert client.upload("r.txt", path.read_bytes(), right_crc(path)) == (True, 1)
-    stored = stored_file(stack, client_id, "r.txt")
+    stored = stored_file(stack.data_dir, client_id, "r.txt")
     assert stored is not None and stored[0] == b"after reconnect\n"
 
 
@@ -255,7 +290,7 @@ def test_crc_bad_then_resend(gateways: dict[str, Gateway], stack: Stack, tmp_pat
 
     with register_and_key(gateways["d"], unique("resend")) as client:
         assert client.upload("retry.bin", path.read_bytes(), believed) == (True, 2)
-    stored = stored_file(stack, client.client_id, "retry.bin")
+    stored = stored_file(stack.data_dir, client.client_id, "retry.bin")
     assert stored is not None and stored[0] == path.read_bytes() and stored[1]
 
 
@@ -268,7 +303,7 @@ def test_crc_bad_giving_up_stores_nothing(
         verified, tries = client.upload("never.bin", path.read_bytes(), lambda d, a: 0)
         assert (verified, tries) == (False, 3)
         assert client.register(unique("still-open")).kind == "general_error"  # out of order
-    assert stored_file(stack, client.client_id, "never.bin") is None
+    assert stored_file(stack.data_dir, client.client_id, "never.bin") is None
 
 
 def test_a_fourth_resend_is_refused(gateways: dict[str, Gateway]) -> None:
@@ -303,7 +338,7 @@ def test_public_key_only_for_the_name_registered_on_this_connection(
 
 
 def test_untrusted_gateway_gets_nothing(stack: Stack, tmp_path: Path) -> None:
-    gateway = Gateway(stack, tmp_path / "rogue", "a")
+    gateway = Gateway(stack.endpoint, tmp_path / "rogue", "a")
     try:
         with gateway.client() as client:
             assert client.register(unique("rogue")).kind == "general_error"
