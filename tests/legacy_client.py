@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from Crypto.Cipher import AES, PKCS1_OAEP
@@ -221,8 +222,8 @@ class LegacyClient:
         return None if request == "crc_retry" else self.reply()
 
     def upload(
-        self, name: str, data: bytes, crc_of: callable, attempts: int = 3
-    ) -> tuple[bool, int]:  # type: ignore[valid-type]
+        self, name: str, data: bytes, crc_of: Callable[[bytes, int], int], attempts: int = 3
+    ) -> tuple[bool, int]:
         """The original client's loop: send, compare the CRC, confirm or resend (3 tries).
 
         ``crc_of(data, attempt)`` is the CRC the client believes; returns (verified, tries).
