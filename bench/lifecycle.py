@@ -41,11 +41,8 @@ from common.log import configure_logging  # noqa: E402
 from common.messages import MessageType  # noqa: E402
 from tests.integration.stack import Stack  # noqa: E402
 from tests.integration.test_many_clients import FILES, Outcome, run_client  # noqa: E402
-from tests.integration.test_resume import (  # noqa: E402
-    Relay,
-    chunks_held,
-    chunks_received,
-)
+from tests.integration.test_resume import CountingRelay as Relay  # noqa: E402
+from tests.integration.test_resume import chunks_held, chunks_received  # noqa: E402
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB

@@ -33,7 +33,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -42,6 +41,7 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.integration.relay import Relay  # noqa: E402
 from tests.integration.stack import Stack  # noqa: E402
 
 MIB = 1024 * 1024
@@ -78,44 +78,19 @@ def make_text(path: Path, size: int) -> None:
             left -= len(piece)
 
 
-class CountingRelay:
-    """A ROUTER/DEALER relay for one client that counts the bytes it forwards."""
+class ByteCounter:
+    """Relay hooks that add up the bytes forwarded each way, without copying frames."""
 
-    def __init__(self, broker: str) -> None:
-        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.front = self.context.socket(zmq.ROUTER)
-        self.back = self.context.socket(zmq.DEALER)
-        for sock in (self.front, self.back):
-            sock.setsockopt(zmq.LINGER, 0)
-        self.endpoint = f"tcp://127.0.0.1:{self.front.bind_to_random_port('tcp://127.0.0.1')}"
-        self.back.connect(broker)
+    def __init__(self) -> None:
         self.sent = self.received = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
 
-    def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.front, zmq.POLLIN)
-        poller.register(self.back, zmq.POLLIN)
-        peer = b""
-        while not self._stop.is_set():
-            for sock, _ in poller.poll(50):
-                if sock is self.front:
-                    peer, *frames = self.front.recv_multipart(copy=False)
-                    self.sent += sum(len(f.buffer) for f in frames)
-                    self.back.send_multipart(frames, copy=False)
-                else:
-                    frames = self.back.recv_multipart(copy=False)
-                    self.received += sum(len(f.buffer) for f in frames)
-                    self.front.send_multipart([peer, *frames], copy=False)
+    def request(self, frames: list[zmq.Frame]) -> list[zmq.Frame]:
+        self.sent += sum(len(f.buffer) for f in frames)
+        return frames
 
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-        self.front.close(linger=0)
-        self.back.close(linger=0)
-        self.context.term()
+    def reply(self, frames: list[zmq.Frame]) -> list[zmq.Frame]:
+        self.received += sum(len(f.buffer) for f in frames)
+        return frames
 
 
 def reset_peak(pid: int) -> None:
@@ -234,14 +209,16 @@ def main() -> int:
                 parts = ", ".join(f"{n} {v:.2f}" for n, v in per_mb.items())
                 print(f"    CPU ms/MB (median): total {sum(per_mb.values()):.2f} = {parts}")
             for kind, path in files.items():
-                relay = CountingRelay(stack.endpoint)  # not timed: it costs a hop
+                wire = ByteCounter()
+                # Not timed: the relay costs a hop.
+                relay = Relay(stack.endpoint, wire.request, wire.reply, copy=False)
                 try:
                     put(stack, home, path, f"{kind}-wire", "--server", relay.endpoint)
                 finally:
                     relay.close()
                 print(
-                    f"  wire bytes, client -> broker, {kind} file: {relay.sent / 1e6:.1f} MB"
-                    f" ({relay.sent / args.size:.3f}x the file), replies {relay.received / 1e6:.2f}"
+                    f"  wire bytes, client -> broker, {kind} file: {wire.sent / 1e6:.1f} MB"
+                    f" ({wire.sent / args.size:.3f}x the file), replies {wire.received / 1e6:.2f}"
                     f" MB; scp: {args.size / 1e6:.1f} MB + framing (OpenSSH compresses nothing"
                     " by default)"
                 )

@@ -26,7 +26,7 @@ from client.partial import part_paths
 from common.messages import Deleted, DeleteFile
 
 from .stack import ROOT, Stack, running_stack
-from .test_resume import Relay
+from .test_resume import CountingRelay as Relay
 from .test_upload_e2e import SMALL, SUMMARY, account, blob_dirs, cksum_command, put, server_of
 
 pytestmark = pytest.mark.integration

@@ -1,8 +1,8 @@
 """Resume: an upload or download killed half way continues from what is already there.
 
-Each client runs through a :class:`Relay` that counts the requests it forwards by message
-type, so "fewer than 60% sent again" is measured on the wire. The moment to kill is read
-from the server's store (chunks held) or from the client's own state file (chunks
+Each client runs through a :class:`CountingRelay` that counts the requests it forwards by
+message type, so "fewer than 60% sent again" is measured on the wire. The moment to kill is
+read from the server's store (chunks held) or from the client's own state file (chunks
 received), never guessed with a sleep.
 """
 
@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import zmq
 
 from client.partial import part_paths
 from common.codec import decode_envelope
@@ -29,6 +28,7 @@ from common.messages import MessageType
 from workers.datadir import DB_NAME
 
 from .procs import Broker, wait_for_service
+from .relay import Relay
 from .stack import SERVICES, Stack, running_stack
 from .test_upload_e2e import SUMMARY, cksum_command, stored_plaintext
 
@@ -39,44 +39,21 @@ SIZE = 192 * MIB  # 192 chunks of the default 1 MiB
 CHUNKS = SIZE // MIB
 
 
-class Relay:
-    """A ROUTER/DEALER relay for one client: counts requests by type and can alter
-    ``CHUNK_DATA`` replies (``flip_reply``: the chunk index whose payload gets a bit
-    flipped)."""
+class CountingRelay(Relay):
+    """A relay for one client that counts requests by type and can alter ``CHUNK_DATA``
+    replies (``flip_reply``: the chunk index whose payload gets a bit flipped)."""
 
     def __init__(self, broker: str, flip_reply: int | None = None) -> None:
-        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.front = self.context.socket(zmq.ROUTER)
-        self.front.setsockopt(zmq.LINGER, 0)
-        self.endpoint = f"tcp://127.0.0.1:{self.front.bind_to_random_port('tcp://127.0.0.1')}"
-        self.back = self.context.socket(zmq.DEALER)
-        self.back.setsockopt(zmq.LINGER, 0)
-        self.back.connect(broker)
         self.flip_reply = flip_reply
         self.flipped = 0
         self.counts: Counter[MessageType] = Counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(broker, on_request=self._count, on_reply=self._tamper)
 
-    def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.front, zmq.POLLIN)
-        poller.register(self.back, zmq.POLLIN)
-        peer = b""
-        while not self._stop.is_set():
-            for sock, _ in poller.poll(50):
-                if sock is self.front:
-                    peer, *frames = self.front.recv_multipart()
-                    self._count(frames)
-                    self.back.send_multipart(frames)
-                else:
-                    self.front.send_multipart([peer, *self._tamper(self.back.recv_multipart())])
-
-    def _count(self, frames: list[bytes]) -> None:
+    def _count(self, frames: list[bytes]) -> list[bytes]:
         # ["", "MDPC01", service, envelope, payload]
         with contextlib.suppress(IndexError, ProtocolError):
             self.counts[decode_envelope(frames[3]).type] += 1
+        return frames
 
     def _tamper(self, frames: list[bytes]) -> list[bytes]:
         if self.flip_reply is None or len(frames) != 5 or frames[3][:1] != b"\x98":
@@ -92,13 +69,6 @@ class Relay:
             self.flipped += 1
             return [*frames[:4], bytes(payload)]
         return frames
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.front.close(linger=0)
-        self.back.close(linger=0)
-        self.context.term()
 
 
 def wait_until(
@@ -164,7 +134,7 @@ def test_killed_upload_resumes_and_sends_less_than_60_percent_again(
     stack: Stack, home: Path, tmp_path: Path
 ) -> None:
     source = big_file(tmp_path / "half.bin")
-    first = Relay(stack.endpoint)
+    first = CountingRelay(stack.endpoint)
     try:
         client = stack.spawn_client(home, "put", "-q", str(source), "--server", first.endpoint)
         wait_until(lambda: chunks_held(stack, "half.bin") >= CHUNKS // 2, "half stored", client)
@@ -172,7 +142,7 @@ def test_killed_upload_resumes_and_sends_less_than_60_percent_again(
     finally:
         first.close()
     assert first.counts[MessageType.UPLOAD_CONFIRM] == 0  # it really was cut short
-    again = Relay(stack.endpoint)
+    again = CountingRelay(stack.endpoint)
     try:
         result = stack.client(home, "put", "-q", str(source), "--server", again.endpoint)
     finally:
@@ -191,7 +161,7 @@ def test_killed_download_resumes_and_fetches_less_than_60_percent_again(
     assert stack.client(home, "put", "-q", str(source)).returncode == 0
     target = tmp_path / "out" / "down.bin"
     target.parent.mkdir()
-    first = Relay(stack.endpoint)
+    first = CountingRelay(stack.endpoint)
     try:
         args = ("get", "-q", "down.bin", "-o", str(target), "--server", first.endpoint)
         client = stack.spawn_client(home, *args)
@@ -201,7 +171,7 @@ def test_killed_download_resumes_and_fetches_less_than_60_percent_again(
         first.close()
     assert not target.exists()  # nothing under the final name
     assert part_paths(target)[0].exists()
-    again = Relay(stack.endpoint)
+    again = CountingRelay(stack.endpoint)
     try:
         args = ("get", "-v", "-q", "down.bin", "-o", str(target), "--server", again.endpoint)
         result = stack.client(home, *args)

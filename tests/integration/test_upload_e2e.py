@@ -46,6 +46,7 @@ from workers.app import Server, open_server
 from workers.blobs import Blobs
 from workers.uploads import chunk_aad, data_key_context
 
+from .relay import Relay
 from .stack import Stack, running_stack
 
 pytestmark = pytest.mark.integration
@@ -313,40 +314,18 @@ def test_changed_server_key_is_a_hard_error_later(
 # --- an active attacker between client and broker ------------------------------------------
 
 
-class Relay:
-    """A ROUTER/DEALER relay for one client that can record and alter requests."""
+class TamperingRelay(Relay):
+    """A relay for one client that records every request and can alter one: with
+    ``flip_chunk`` set, a bit in the payload of upload chunk 1 is flipped."""
 
     def __init__(self, broker: str, flip_chunk: int | None = None) -> None:
-        self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        self.front = self.context.socket(zmq.ROUTER)
-        self.front.setsockopt(zmq.LINGER, 0)
-        port = self.front.bind_to_random_port("tcp://127.0.0.1")
-        self.endpoint = f"tcp://127.0.0.1:{port}"
-        self.back = self.context.socket(zmq.DEALER)
-        self.back.setsockopt(zmq.LINGER, 0)
-        self.back.connect(broker)
         self.flip_chunk = flip_chunk
         self.flipped = 0
         self.requests: list[list[bytes]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        super().__init__(broker, on_request=self._record_and_tamper)
 
-    def _run(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.front, zmq.POLLIN)
-        poller.register(self.back, zmq.POLLIN)
-        peer = b""
-        while not self._stop.is_set():
-            for sock, _ in poller.poll(50):
-                if sock is self.front:
-                    peer, *frames = self.front.recv_multipart()
-                    self.requests.append(list(frames))
-                    self.back.send_multipart(self._tamper(frames))
-                else:
-                    self.front.send_multipart([peer, *self.back.recv_multipart()])
-
-    def _tamper(self, frames: list[bytes]) -> list[bytes]:
+    def _record_and_tamper(self, frames: list[bytes]) -> list[bytes]:
+        self.requests.append(list(frames))
         # ["", "MDPC01", service, envelope, payload]
         if self.flip_chunk is None or len(frames) != 5 or frames[3][:2] != b"\x98\x01":
             return frames
@@ -357,13 +336,6 @@ class Relay:
             self.flipped += 1
             return [*frames[:4], bytes(payload)]
         return frames
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.front.close(linger=0)
-        self.back.close(linger=0)
-        self.context.term()
 
 
 def blob_dirs(stack: Stack) -> set[str]:
@@ -377,7 +349,7 @@ def test_flipped_byte_in_a_chunk_fails_with_integrity_and_stores_nothing(
     source = tmp_path / "tampered.bin"
     source.write_bytes(os.urandom(4 * CHUNK))
     before = blob_dirs(stack)
-    relay = Relay(stack.endpoint, flip_chunk=1)
+    relay = TamperingRelay(stack.endpoint, flip_chunk=1)
     try:
         result = stack.client(alice, "put", str(source), "--server", relay.endpoint, env=SMALL)
     finally:
@@ -392,7 +364,7 @@ def test_flipped_byte_in_a_chunk_fails_with_integrity_and_stores_nothing(
 def test_replayed_requests_change_nothing(stack: Stack, alice: Path, tmp_path: Path) -> None:
     source = tmp_path / "replay.txt"
     source.write_text("first version\n")
-    relay = Relay(stack.endpoint)
+    relay = TamperingRelay(stack.endpoint)
     try:
         result = stack.client(alice, "put", str(source), "--server", relay.endpoint)
     finally:
@@ -419,6 +391,9 @@ def test_replayed_requests_change_nothing(stack: Stack, alice: Path, tmp_path: P
     assert stored_plaintext(stack, alice, "replay.txt") == b"second version\n"
 
 
+SLOW_WINDOW = {"CIPHERDROP_CLIENT_WINDOW": "2"}
+
+
 # --- a worker dies mid-upload ---------------------------------------------------------------
 
 
@@ -429,13 +404,22 @@ def test_upload_survives_kill_9_of_one_file_worker(tmp_path: Path) -> None:
         assert stack.client(home, "register", "erin").returncode == 0
         source = tmp_path / "long.bin"
         source.write_bytes(os.urandom(96 << 20))
-        client = stack.spawn_client(home, "put", str(source), "--quiet")
-        victim = stack.workers["file"][0]
+        # A window of 2 keeps the upload going long after the first chunk is stored.
+        client = stack.spawn_client(home, "put", str(source), "--quiet", env=SLOW_WINDOW)
         deadline = time.monotonic() + 30
         pace = threading.Event()
-        while not any('"UPLOAD_CHUNK"' in line for line in list(victim.transcript)):
+        victim = None
+        while victim is None:
             assert time.monotonic() < deadline and client.poll() is None, "upload never began"
             pace.wait(0.01)
+            victim = next(
+                (
+                    w
+                    for w in stack.workers["file"]
+                    if any('"UPLOAD_CHUNK"' in x for x in list(w.transcript))
+                ),
+                None,
+            )
         victim.kill()
         out, err = client.communicate(timeout=120)
         assert client.returncode == 0, err
@@ -504,7 +488,7 @@ def test_put_prefers_the_configured_endpoint_to_the_saved_one(
     explicitly configured endpoint is used, and the pinned key still has to match."""
     source = tmp_path / "via-relay.txt"
     source.write_text("through the relay\n")
-    relay = Relay(stack.endpoint)
+    relay = TamperingRelay(stack.endpoint)
     try:
         result = stack.client(
             alice, "put", str(source), env={"CIPHERDROP_CLIENT_SERVER": relay.endpoint}
