@@ -25,13 +25,17 @@ legacy protocol (see the section at the end of this module and docs/legacy.md).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import secrets
+from collections.abc import Callable
+from typing import TypeVar
 
 from common import crypto, keys
 from common.body_schema import gateway_signed_bytes, legacy_grant_signed_bytes
 from common.codec import key_request_signed_bytes, session_granted_signed_bytes
 from common.errors import ConfigError, IntegrityError, RefusedError, RemoteProtocolError
 from common.fields import ID_LEN
+from common.keys import RsaKey
 from common.messages import (
     ErrorCode,
     Flags,
@@ -65,6 +69,57 @@ def _bad_proof(why: str) -> RefusedError:
     return RefusedError(ErrorCode.BAD_PROOF, why)
 
 
+_Granted = TypeVar("_Granted", SessionGranted, LegacySessionGranted)
+
+
+def _issue_session(
+    ctx: Context,
+    store: Store,
+    data: DataDir,
+    req: KeyRequest | LegacyKeyRequest,
+    *,
+    expires_at: int,
+    make_grant: Callable[[bytes, bytes, int, bytes], _Granted],
+    signed_bytes: Callable[[_Granted, bytes], bytes],
+    wrap_to: RsaKey,
+    client_id: bytes,
+    public_key: bytes,
+) -> _Granted:
+    """Grant a fresh session to ``client_id``, its key wrapped to ``wrap_to``.
+
+    ``make_grant(session_id, wrapped_key, expires_at, signature)`` builds the reply, which
+    is signed by the server key over ``signed_bytes(grant, req.nonce)``. The store records
+    ``public_key`` (or refuses it), spends the nonce and keeps the session key wrapped by the
+    master key, all in one transaction with the reply.
+    """
+    session_key = crypto.random_key()
+    session_id = secrets.token_bytes(ID_LEN)
+    unsigned = make_grant(session_id, keys.wrap_key(wrap_to, session_key), expires_at, b"\0")
+    signed = signed_bytes(unsigned, req.nonce)
+    grant = dataclasses.replace(unsigned, signature=keys.sign(data.server_key, signed))
+    row = SessionRow(
+        session_id,
+        client_id,
+        data.master.wrap(session_key, session_context(session_id)),
+        grant.expires_at,
+        revoked=False,
+    )
+    outcome = store.grant_session(
+        row,
+        public_key,
+        req.nonce,
+        req.timestamp,
+        oldest_timestamp=ctx.now - CLOCK_SKEW_MS,
+        now=ctx.now,
+        record=ctx.record(grant),
+    )
+    if outcome is Grant.KEY_MISMATCH:
+        raise _bad_proof("this is not the client's registered key")
+    if outcome is Grant.NONCE_REPLAYED:
+        raise _bad_proof("the nonce was used before")
+    return grant
+
+
 def key_service(store: Store, data: DataDir, session_ttl: float) -> Dispatcher:
     ttl_ms = int(session_ttl * 1000)
 
@@ -81,34 +136,18 @@ def key_service(store: Store, data: DataDir, session_ttl: float) -> Dispatcher:
             raise _bad_proof("the signature does not verify") from None
         if abs(req.timestamp - ctx.now) > CLOCK_SKEW_MS:
             raise _bad_proof("the request time is too far from the server's clock")
-        session_key = crypto.random_key()
-        session_id = secrets.token_bytes(ID_LEN)
-        unsigned = SessionGranted(
-            session_id, keys.wrap_key(public_key, session_key), ctx.now + ttl_ms, b"\0"
+        return _issue_session(
+            ctx,
+            store,
+            data,
+            req,
+            expires_at=ctx.now + ttl_ms,
+            make_grant=SessionGranted,
+            signed_bytes=session_granted_signed_bytes,
+            wrap_to=public_key,
+            client_id=req.client_id,
+            public_key=req.public_key,
         )
-        signed = session_granted_signed_bytes(unsigned, req.nonce)
-        grant = dataclasses.replace(unsigned, signature=keys.sign(data.server_key, signed))
-        row = SessionRow(
-            session_id,
-            req.client_id,
-            data.master.wrap(session_key, session_context(session_id)),
-            grant.expires_at,
-            revoked=False,
-        )
-        outcome = store.grant_session(
-            row,
-            req.public_key,
-            req.nonce,
-            req.timestamp,
-            oldest_timestamp=ctx.now - CLOCK_SKEW_MS,
-            now=ctx.now,
-            record=ctx.record(grant),
-        )
-        if outcome is Grant.KEY_MISMATCH:
-            raise _bad_proof("this is not the client's registered key")
-        if outcome is Grant.NONCE_REPLAYED:
-            raise _bad_proof("the nonce was used before")
-        return grant
 
     routes = {MessageType.KEY_REQUEST: Route(Flags.SEALED_TO_SERVER, exchange, mutating=True)}
     routes.update(legacy_key_routes(store, data, session_ttl))  # served only to trusted gateways
@@ -185,38 +224,17 @@ def legacy_key_routes(store: Store, data: DataDir, session_ttl: float) -> dict[M
             raise _bad_proof("this is not the client's registered key")
         keys.load_legacy_public_key(public_key)
         gateway_key = keys.load_public_key(req.gateway_key)
-        session_key = crypto.random_key()
-        session_id = secrets.token_bytes(ID_LEN)
-        unsigned = LegacySessionGranted(
-            client.id,
-            public_key,
-            session_id,
-            keys.wrap_key(gateway_key, session_key),
-            ctx.now + ttl_ms,
-            b"\0",
+        return _issue_session(
+            ctx,
+            store,
+            data,
+            req,
+            expires_at=ctx.now + ttl_ms,
+            make_grant=functools.partial(LegacySessionGranted, client.id, public_key),
+            signed_bytes=legacy_grant_signed_bytes,
+            wrap_to=gateway_key,
+            client_id=client.id,
+            public_key=public_key,
         )
-        signed = legacy_grant_signed_bytes(unsigned, req.nonce)
-        grant = dataclasses.replace(unsigned, signature=keys.sign(data.server_key, signed))
-        row = SessionRow(
-            session_id,
-            client.id,
-            data.master.wrap(session_key, session_context(session_id)),
-            grant.expires_at,
-            revoked=False,
-        )
-        outcome = store.grant_session(
-            row,
-            public_key,
-            req.nonce,
-            req.timestamp,
-            oldest_timestamp=ctx.now - CLOCK_SKEW_MS,
-            now=ctx.now,
-            record=ctx.record(grant),
-        )
-        if outcome is Grant.KEY_MISMATCH:
-            raise _bad_proof("this is not the client's registered key")
-        if outcome is Grant.NONCE_REPLAYED:
-            raise _bad_proof("the nonce was used before")
-        return grant
 
     return {MessageType.LEGACY_KEY_REQUEST: Route(Flags.SEALED_TO_SERVER, exchange, mutating=True)}
