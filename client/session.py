@@ -72,10 +72,12 @@ __all__ = [
     "key_request",
     "open_registered",
     "open_reply",
+    "open_sealed_reply",
     "open_server_key",
     "open_session_granted",
     "refused",
     "register_request",
+    "sealed_to_server",
     "server_key_request",
     "session_request",
 ]
@@ -165,7 +167,8 @@ def server_key_request() -> Outgoing:
     return Outgoing(frames, env.request_id, MessageType.SERVER_KEY)
 
 
-def _sealed_to_server(server_key: RsaKey, msg: Message) -> Outgoing:
+def sealed_to_server(server_key: RsaKey, msg: Message) -> Outgoing:
+    """``msg`` sealed to the server's long-term key (hybrid RSA-OAEP + AES-GCM)."""
     env = _envelope(type_of(msg), Flags.SEALED_TO_SERVER)
     env_bytes = encode_envelope(env)
     payload, one_time_key = keys.seal_to_public_key(server_key, encode_body(msg), env_bytes)
@@ -174,7 +177,7 @@ def _sealed_to_server(server_key: RsaKey, msg: Message) -> Outgoing:
 
 def register_request(server_key: RsaKey, name: str) -> Outgoing:
     """RegisterRequest sealed to the pinned server key."""
-    return _sealed_to_server(server_key, RegisterRequest(name))
+    return sealed_to_server(server_key, RegisterRequest(name))
 
 
 def key_request(
@@ -185,7 +188,7 @@ def key_request(
     unsigned = KeyRequest(client_id, name, keys.public_key_der(private_key), now_ms, nonce, b"-")
     signature = keys.sign(private_key, key_request_signed_bytes(unsigned))
     request = KeyRequest(client_id, name, unsigned.public_key, now_ms, nonce, signature)
-    return KeyExchange(_sealed_to_server(server_key, request), client_id, nonce)
+    return KeyExchange(sealed_to_server(server_key, request), client_id, nonce)
 
 
 def session_request(session: Session, msg: Message) -> Outgoing:
@@ -268,20 +271,19 @@ def open_server_key(req: Outgoing, reply: Sequence[Frame]) -> bytes:
     return der
 
 
-def _open_sealed_reply(req: Outgoing, reply: Sequence[Frame], cls: type[M]) -> M:
+def open_sealed_reply(req: Outgoing, reply: Sequence[Frame], cls: type[M]) -> M:
+    """The body of a reply sealed under ``req``'s one-time key; a refusal is raised."""
     env, env_bytes, payload = _check_reply(req, reply)
     if env.flags is NO_FLAGS:
         _plain_error(env, payload)
-    # SEALED_REPLY is the documented flag; SEALED_TO_SERVER is read the same way because
-    # both mean "under the one-time key of the request this answers".
-    if env.flags not in (Flags.SEALED_REPLY, Flags.SEALED_TO_SERVER) or req.reply_key is None:
+    if env.flags is not Flags.SEALED_REPLY or req.reply_key is None:
         raise RemoteProtocolError(f"reply protected by {env.flags!r}, expected SEALED_REPLY")
     return _body(env, crypto.open_sealed(req.reply_key, payload, env_bytes), cls)
 
 
 def open_registered(req: Outgoing, reply: Sequence[Frame]) -> bytes:
     """The new client id from a Registered reply."""
-    return _open_sealed_reply(req, reply, Registered).client_id
+    return open_sealed_reply(req, reply, Registered).client_id
 
 
 def open_session_granted(
@@ -292,7 +294,7 @@ def open_session_granted(
     if env.flags is NO_FLAGS and env.type is MessageType.SESSION_GRANTED:
         grant = _body(env, payload, SessionGranted)  # signed, and its key is wrapped to us
     else:
-        grant = _open_sealed_reply(kx.outgoing, reply, SessionGranted)
+        grant = open_sealed_reply(kx.outgoing, reply, SessionGranted)
     keys.verify(server_key, session_granted_signed_bytes(grant, kx.nonce), grant.signature)
     session_key = keys.unwrap_key(private_key, grant.wrapped_key)
     return Session(

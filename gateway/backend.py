@@ -22,7 +22,7 @@ import asyncio
 import dataclasses
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -31,23 +31,16 @@ from client.transport import AsyncTransport, unwrap
 from client.transport_core import Outcome
 from common import crypto, keys
 from common.body_schema import gateway_signed_bytes, legacy_grant_signed_bytes
-from common.codec import decode_body, decode_envelope, encode_body, encode_envelope, new_request_id
 from common.compress import compress_chunk
 from common.errors import RemoteProtocolError
 from common.fields import ID_LEN, chunk_count_for
 from common.keys import RsaKey
 from common.messages import (
-    NO_FLAGS,
-    PROTOCOL_VERSION,
-    Envelope,
-    ErrorReply,
-    Flags,
     LegacyKeyRequest,
     LegacyRegistered,
     LegacyRegisterRequest,
     LegacySessionGranted,
     Message,
-    MessageType,
     StreamPosition,
     UploadBegin,
     UploadCommit,
@@ -56,8 +49,6 @@ from common.messages import (
     UploadDone,
     UploadReady,
     Verdict,
-    reply_type,
-    type_of,
 )
 
 __all__ = ["FILE_SERVICE", "KEY_SERVICE", "REGISTER_SERVICE", "Backend", "LegacyGrant"]
@@ -81,38 +72,6 @@ class LegacyGrant:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def sealed_to_server(server_key: RsaKey, msg: Message) -> native.Outgoing:
-    """``msg`` sealed to the server key, as :mod:`client.session` seals its own requests."""
-    env = Envelope(
-        PROTOCOL_VERSION, type_of(msg), b"", b"", new_request_id(), Flags.SEALED_TO_SERVER
-    )
-    env_bytes = encode_envelope(env)
-    payload, one_time_key = keys.seal_to_public_key(server_key, encode_body(msg), env_bytes)
-    return native.Outgoing((env_bytes, payload), env.request_id, reply_type(env.type), one_time_key)
-
-
-def open_sealed_reply(req: native.Outgoing, reply: Sequence[bytes], cls: type[M]) -> M:
-    """The body of a reply sealed under ``req``'s one-time key (or a refusal raised)."""
-    if len(reply) != 2:
-        raise RemoteProtocolError(f"reply has {len(reply)} body frames, expected 2")
-    env_bytes = bytes(reply[0])
-    env = decode_envelope(env_bytes)
-    if env.request_id != req.request_id or env.type not in (req.expect, MessageType.ERROR_REPLY):
-        raise RemoteProtocolError("reply does not answer this request")
-    if env.flags is NO_FLAGS and env.type is MessageType.ERROR_REPLY:
-        plaintext = bytes(reply[1])
-    elif env.flags is Flags.SEALED_REPLY and req.reply_key is not None:
-        plaintext = crypto.open_sealed(req.reply_key, reply[1], env_bytes)
-    else:
-        raise RemoteProtocolError(f"reply protected by {env.flags!r}, expected SEALED_REPLY")
-    body = decode_body(env.type, plaintext)
-    if isinstance(body, ErrorReply):
-        raise native.refused(body)
-    if not isinstance(body, cls):
-        raise RemoteProtocolError(f"reply body is {type(body).__name__}, expected {cls.__name__}")
-    return body
 
 
 class Backend:
@@ -144,9 +103,9 @@ class Backend:
         unsigned = LegacyRegisterRequest(
             self.identity_der, name, now_ms(), secrets.token_bytes(ID_LEN), b"-"
         )
-        req = sealed_to_server(self.server_key, self._signed(unsigned))
+        req = native.sealed_to_server(self.server_key, self._signed(unsigned))
         reply = await self.transport.request(REGISTER_SERVICE, req.frames)
-        return open_sealed_reply(req, reply, LegacyRegistered).client_id
+        return native.open_sealed_reply(req, reply, LegacyRegistered).client_id
 
     async def grant(
         self, name: str, client_id: bytes = b"", public_key: bytes = b""
@@ -157,9 +116,9 @@ class Backend:
         unsigned = LegacyKeyRequest(
             self.identity_der, client_id, name, public_key, now_ms(), nonce, b"-"
         )
-        req = sealed_to_server(self.server_key, self._signed(unsigned))
+        req = native.sealed_to_server(self.server_key, self._signed(unsigned))
         reply = await self.transport.request(KEY_SERVICE, req.frames)
-        grant = open_sealed_reply(req, reply, LegacySessionGranted)
+        grant = native.open_sealed_reply(req, reply, LegacySessionGranted)
         if client_id and grant.client_id != client_id:
             raise RemoteProtocolError("the grant names another client")
         keys.verify(self.server_key, legacy_grant_signed_bytes(grant, nonce), grant.signature)
