@@ -33,7 +33,7 @@ from common import crypto
 from common.errors import ConfigError, IntegrityError, StorageError
 from common.secretfile import read_secret_file, write_secret_file
 from workers.admin_store import AdminStore
-from workers.app import _CHECK_CONTEXT, _CHECK_KEY
+from workers.app import MASTER_CHECK_CONTEXT, MASTER_CHECK_KEY
 from workers.datadir import MASTER_KEY_ENV, MASTER_KEY_NAME, MasterKey
 
 __all__ = ["NEW_MASTER_KEY_ENV", "database_in_use", "pending_key_path", "rotate_master_key"]
@@ -65,11 +65,11 @@ def pending_key_path(data_dir: Path) -> Path:
 
 
 def _opens_check(store: AdminStore, key: MasterKey) -> bool:
-    value = store.meta_value(_CHECK_KEY)
+    value = store.meta_value(MASTER_CHECK_KEY)
     if value is None:
         raise ConfigError("the database was never opened by a worker: nothing to rotate")
     try:
-        key.unwrap(value, _CHECK_CONTEXT)
+        key.unwrap(value, MASTER_CHECK_CONTEXT)
     except IntegrityError:
         return False
     return True

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from workers import db
-from workers.app import _CHECK_CONTEXT, _CHECK_KEY
+from workers.app import MASTER_CHECK_CONTEXT, MASTER_CHECK_KEY
 from workers.db import translated
-from workers.service import _reply_context
+from workers.service import reply_context
 from workers.sessions import session_context
 from workers.store import REVOCATIONS_KEY, Store
 from workers.uploads import data_key_context
@@ -158,14 +158,14 @@ class AdminStore(Store):
             for cid, rid, blob in replies:
                 self._db.execute(
                     "UPDATE replies SET reply = ? WHERE client_id = ? AND request_id = ?",
-                    (rewrap(blob, _reply_context(cid, rid)), cid, rid),
+                    (rewrap(blob, reply_context(cid, rid)), cid, rid),
                 )
             counts["replies"] = len(replies)
-            check = self._db.execute("SELECT value FROM meta WHERE key = ?", (_CHECK_KEY,))
+            check = self._db.execute("SELECT value FROM meta WHERE key = ?", (MASTER_CHECK_KEY,))
             for (blob,) in check.fetchall():
                 self._db.execute(
                     "UPDATE meta SET value = ? WHERE key = ?",
-                    (rewrap(blob, _CHECK_CONTEXT), _CHECK_KEY),
+                    (rewrap(blob, MASTER_CHECK_CONTEXT), MASTER_CHECK_KEY),
                 )
         return counts
 

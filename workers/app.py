@@ -22,8 +22,8 @@ __all__ = ["SERVICES", "Server", "build_service", "open_server"]
 
 # Command-line name -> MDP service name.
 SERVICES = {"register": register.SERVICE, "key": keyx.SERVICE, "file": files.SERVICE}
-_CHECK_KEY = "master_check"
-_CHECK_CONTEXT = b"master-check"
+MASTER_CHECK_KEY = "master_check"
+MASTER_CHECK_CONTEXT = b"master-check"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +38,9 @@ def open_server(settings: Settings, env: Mapping[str, str] = os.environ) -> Serv
     data = open_data_dir(settings.store.data_dir, settings.crypto.rsa_bits, env)
     store = Store.open(data.db_path, settings.store.busy_timeout)
     # The first process stores a value only the right master key opens; later ones check it.
-    check = store.meta_once(_CHECK_KEY, data.master.wrap(bytes(32), _CHECK_CONTEXT))
+    check = store.meta_once(MASTER_CHECK_KEY, data.master.wrap(bytes(32), MASTER_CHECK_CONTEXT))
     try:
-        data.master.unwrap(check, _CHECK_CONTEXT)
+        data.master.unwrap(check, MASTER_CHECK_CONTEXT)
     except IntegrityError:
         store.close()
         raise ConfigError(

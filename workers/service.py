@@ -83,7 +83,7 @@ class Context:
         """The reply to store with the request's effect, sealed by the master key."""
         request_id = self.envelope.request_id
         sealed = self.master.wrap(
-            bytes([type_of(reply)]) + encode_body(reply), _reply_context(self.client_id, request_id)
+            bytes([type_of(reply)]) + encode_body(reply), reply_context(self.client_id, request_id)
         )
         return ReplyRecord(self.client_id, request_id, self.digest, sealed)
 
@@ -126,7 +126,7 @@ class Handled:
     level: str = "info"
 
 
-def _reply_context(client_id: bytes, request_id: bytes) -> bytes:
+def reply_context(client_id: bytes, request_id: bytes) -> bytes:
     return b"reply:" + client_id + request_id
 
 
@@ -276,7 +276,7 @@ class Dispatcher:
             raise _Refusal(
                 ErrorCode.CONFLICT, "request id already used for another request", ctx.protection
             )
-        record = self.master.unwrap(sealed, _reply_context(ctx.client_id, request_id))
+        record = self.master.unwrap(sealed, reply_context(ctx.client_id, request_id))
         frames = reply_frames(ctx.protection, request_id, MessageType(record[0]), record[1:])
         return self._handled(ctx.envelope, ctx.client_id, frames, "replayed")
 
