@@ -44,6 +44,7 @@ from common import crypto
 from common.cksum import Cksum
 from common.codec import decode_envelope
 from common.compress import decompress_chunk
+from common.earlysync import SYNC_STEP, sync_soon
 from common.errors import IntegrityError, RefusedError, RemoteProtocolError
 from common.fields import chunk_count_for
 from common.messages import (
@@ -252,7 +253,8 @@ def _fetch(
 
 
 class _Writer:
-    """A thread that feeds the CRC, writes chunks in order and records progress."""
+    """A thread that feeds the CRC, writes chunks in order (starting their way to disk
+    early, see common.earlysync) and records progress."""
 
     def __init__(
         self,
@@ -265,6 +267,7 @@ class _Writer:
     ) -> None:
         self.fd, self.partial, self.crc, self.progress = fd, partial, crc, progress
         self.every = every
+        self.unsynced = 0  # bytes written since the last early sync
         self.queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=window)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="download-writer", daemon=True)
@@ -277,6 +280,10 @@ class _Writer:
             index, plain = item
             try:
                 _write_at(self.fd, plain, self.partial.offset(index))
+                self.unsynced += len(plain)
+                if self.unsynced >= SYNC_STEP:  # the disk starts now, not at the final fsync
+                    self.unsynced = 0
+                    sync_soon(self.fd)
                 self.crc.update(plain)
                 self.partial.received = index + 1
                 self.progress.update(len(plain))

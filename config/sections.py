@@ -18,6 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
 
+from common.compress import LEVELS as COMPRESSION_LEVELS
 from common.errors import ConfigError
 from common.keys import MAX_RSA_BITS, MIN_RSA_BITS
 from common.log import LEVELS, LogFormat
@@ -102,7 +103,10 @@ class ClientSettings(_Section):
     compression: Compression = field(
         default="zlib", metadata=_checked(checks.choice("none", "zlib"))
     )
-    compression_level: int = field(default=1, metadata=_checked(checks.integer(1, 9)))
+    compression_level: int = field(
+        default=1,
+        metadata=_checked(checks.integer(COMPRESSION_LEVELS[0], COMPRESSION_LEVELS[-1])),
+    )
 
 
 @dataclass(frozen=True, slots=True)

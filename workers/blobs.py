@@ -37,12 +37,11 @@ import os
 import re
 import shutil
 import struct
-import threading
 from collections.abc import Callable, Iterator, Set
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common.crypto import OVERHEAD
+from common.earlysync import SYNC_STEP, sync_soon
 from common.errors import StorageError
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "Blobs", "Slot", "slot_offset"]
@@ -56,17 +55,10 @@ _SLOT_HEADER = struct.Struct(">BI")  # codec, sealed length
 _HEX_ID = re.compile(r"[0-9a-f]{32}")
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _TRACKED = 64  # uploads whose unsynced byte counts one process remembers
-# Every this many bytes written to one file, a background fdatasync starts, so the commit's
-# fsync finds little left to write (measured: ~0.4 s per 256 MiB when all is left to it).
-SYNC_STEP = 32 * 1024 * 1024
-
 # An open file description lock (Linux): owned by the open file, not the process, so closing
 # another descriptor of the same file (the background sync's) never drops it.
 _OFD_SETLKW: int | None = getattr(fcntl, "F_OFD_SETLKW", None)
 _FLOCK = struct.Struct("hhqqi4x")  # struct flock: type, whence, start, len, pid (= 0)
-
-_syncer: ThreadPoolExecutor | None = None
-_syncer_lock = threading.Lock()
 
 
 def slot_offset(chunk_size: int, index: int) -> int:
@@ -85,23 +77,6 @@ def _lock(fd: int, start: int, length: int, exclusive: bool) -> None:
         return
     kind = fcntl.F_WRLCK if exclusive else fcntl.F_UNLCK
     fcntl.fcntl(fd, _OFD_SETLKW, _FLOCK.pack(kind, os.SEEK_SET, start, length, 0))
-
-
-def _background_sync(fd: int) -> None:
-    try:
-        os.fdatasync(fd)
-    except OSError:
-        pass  # only an early start: the commit's fsync reports any real failure
-    finally:
-        os.close(fd)
-
-
-def _submit_sync(fd: int) -> None:
-    global _syncer
-    with _syncer_lock:
-        if _syncer is None:
-            _syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blob-sync")
-    _syncer.submit(_background_sync, fd)
 
 
 class Slot:
@@ -278,8 +253,7 @@ class Blobs:
         unsynced = self._unsynced.pop(transfer_id, 0) + count
         if unsynced >= SYNC_STEP:
             unsynced = 0
-            with contextlib.suppress(OSError):  # a missed early start costs only time
-                _submit_sync(os.dup(fd))
+            sync_soon(fd)
         self._unsynced[transfer_id] = unsynced  # most recent last
         while len(self._unsynced) > _TRACKED:
             del self._unsynced[next(iter(self._unsynced))]

@@ -9,9 +9,10 @@ Guarantee: ``combine([(chunk_part(c), len(c)) for c in chunks]) == cksum(b"".joi
 for every split of the data, including empty chunks (tests check it against
 :func:`common.cksum.cksum` and the ``cksum`` command).
 
-How. As in :mod:`common.cksum`, the POSIX CRC is computed as ``zlib.crc32`` over
-bit-reversed bytes. A part is ``zlib.crc32`` of the chunk's reversed bytes, and zlib's
-``crc32_combine`` rule joins two values: ``crc(A || B) = shift(crc(A), len(B)) ^ crc(B)``,
+How. A part is the chunk's CRC-32/CKSUM register in zlib's reflected form (the bits in
+the opposite order, as ``zlib.crc32`` over bit-reversed bytes would give; stored parts
+keep that form), and zlib's ``crc32_combine`` rule joins two values:
+``crc(A || B) = shift(crc(A), len(B)) ^ crc(B)``,
 where ``shift`` by n bytes is a linear map over GF(2), a 32x32 bit matrix. The matrix for
 n bytes is built by repeated squaring (zlib's method) and cached per length, so with a
 fixed chunk size each combine is one 32-step matrix-vector product.
@@ -20,27 +21,30 @@ fixed chunk size each combine is one 32-step matrix-vector product.
 from __future__ import annotations
 
 import functools
-import zlib
 from collections.abc import Iterable
+
+from common.cksum import crc32_cksum
 
 __all__ = ["chunk_part", "combine"]
 
-_REVERSE_BITS = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
 _REFLECTED_POLY = 0xEDB88320
-_BLOCK = 32 * 1024  # the block size common.cksum measured as fastest
-# zlib's view of a POSIX register that starts at 0 (see common.cksum).
+# zlib's view of a POSIX register that starts at 0.
 _POSIX_INITIAL = 0xFFFFFFFF
 
 Matrix = tuple[int, ...]  # 32 columns; column k is the image of bit k
 
 
+def _reverse32(value: int) -> int:
+    return int(f"{value:032b}"[::-1], 2)
+
+
 def chunk_part(data: bytes | bytearray | memoryview) -> int:
-    """The CRC part of one chunk: ``zlib.crc32`` of its bit-reversed bytes."""
-    view = memoryview(data).cast("B")
-    value = 0
-    for start in range(0, len(view), _BLOCK):
-        value = zlib.crc32(bytearray(view[start : start + _BLOCK]).translate(_REVERSE_BITS), value)
-    return value
+    """The CRC part of one chunk: its CRC-32/CKSUM register started at all ones, reflected.
+
+    Equal to ``zlib.crc32`` of the chunk's bit-reversed bytes, computed without reversing
+    them: continuing a CRC-32/CKSUM from checksum 0 starts the register at all ones.
+    """
+    return _reverse32(crc32_cksum(memoryview(data).cast("B"), initial=0))
 
 
 def _times(matrix: Matrix, vector: int) -> int:
@@ -96,7 +100,7 @@ def combine(parts: Iterable[tuple[int, int]]) -> int:
             raise ValueError("a CRC part is 32 bits and a length is not negative")
         value = _join(value, part, length)
         total += length
-    # The length trailer, least significant byte first, as common.cksum feeds it.
+    # Back to the non-reflected form, which is a CRC-32/CKSUM checksum to continue from;
+    # then the length trailer, least significant byte first, as common.cksum feeds it.
     trailer = total.to_bytes((total.bit_length() + 7) // 8, "little")
-    value = zlib.crc32(trailer.translate(_REVERSE_BITS), value)
-    return int(f"{value:032b}"[::-1], 2)
+    return int(crc32_cksum(trailer, initial=_reverse32(value)))

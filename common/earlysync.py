@@ -1,0 +1,46 @@
+"""Start writing a growing file to disk while it is still being written.
+
+Linux keeps written pages dirty in memory until a threshold or an ``fsync``; a file of a
+gigabyte written at full speed then waits ~2 s (this machine's disk) in its final
+``fsync``. :func:`sync_soon` hands a duplicate of the descriptor to one background
+thread that ``fdatasync``s it while writing goes on, so the disk works alongside the
+transfer and the final ``fsync`` finds little left. ``posix_fadvise`` and
+``sync_file_range`` hints were measured too and left most of the wait in place.
+
+Guarantee: nothing. This only starts work early; durability still comes from the
+caller's own ``fsync``, which also reports any error the early sync swallowed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+__all__ = ["SYNC_STEP", "sync_soon"]
+
+# Bytes written to one file between early syncs: at ~500 MB/s of disk, ~70 ms of writing.
+SYNC_STEP = 32 * 1024 * 1024
+
+_syncer: ThreadPoolExecutor | None = None
+_syncer_lock = threading.Lock()
+
+
+def _sync_and_close(fd: int) -> None:
+    try:
+        os.fdatasync(fd)
+    except OSError:
+        pass  # only an early start: the caller's fsync reports any real failure
+    finally:
+        os.close(fd)
+
+
+def sync_soon(fd: int) -> None:
+    """``fdatasync`` the file open on ``fd`` in the background; ``fd`` stays the caller's."""
+    global _syncer
+    with _syncer_lock:
+        if _syncer is None:
+            _syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="early-sync")
+    with contextlib.suppress(OSError):  # a missed early start costs only time
+        _syncer.submit(_sync_and_close, os.dup(fd))
