@@ -18,6 +18,7 @@ import structlog
 
 from common.errors import ConfigError
 from common.log import configure_logging
+from common.memory import keep_freed_buffers
 from config import load_settings
 
 from .core import Broker
@@ -50,6 +51,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
+    keep_freed_buffers()
     try:
         settings = load_settings(
             args.config, flags={name: vars(args)[name] for name in _FLAGS.values()}

@@ -31,6 +31,7 @@ from common.errors import (
     TransportError,
 )
 from common.log import configure_logging
+from common.memory import keep_freed_buffers
 from common.messages import ErrorCode
 from common.names import InvalidNameError
 from config import Settings, load_settings
@@ -198,6 +199,7 @@ def main(
     environ = os.environ if env is None else env
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_buffers()
     if args.command == "put":
         _check_put_usage(parser, args)
     ctx = Invocation(args, environ, out, err)

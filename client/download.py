@@ -227,7 +227,7 @@ def _fetch(
     """Fetch chunks ``partial.received ..`` in order, ``window`` in flight.
 
     This thread receives and decrypts; a writer thread computes the CRC and writes, so the
-    two overlap (AES, zlib.crc32 and pwrite release the GIL). At most ``window`` opened
+    two overlap (AES, the CRC and pwrite release the GIL). At most ``window`` opened
     chunks wait for the writer, so memory stays bounded by the window.
     """
     session = account.session

@@ -233,7 +233,7 @@ def _chunk_requests(
 
     Two stages overlap: this thread reads chunk ``i + 1`` and feeds the CRC (which must
     see the file in order) while :data:`SEAL_AHEAD` helper thread(s) compress and seal the
-    chunks before it. Reading, ``zlib.crc32``, zlib and AES-GCM all release the GIL, so on
+    chunks before it. Reading, the CRC, deflate and AES-GCM all release the GIL, so on
     two cores the stages really run at once. Each chunk in the works has its own read
     buffer; the sealed copy is a new buffer that the transport sends without copying.
     """

@@ -26,6 +26,7 @@ from client.transport import AsyncTransport
 from common import keys
 from common.errors import CipherdropError, ConfigError
 from common.log import configure_logging
+from common.memory import keep_freed_buffers
 from gateway.backend import REGISTER_SERVICE, Backend
 from gateway.connection import Limits
 from gateway.identity import load_identity, pin_server
@@ -150,6 +151,7 @@ async def _run(args: argparse.Namespace, options: ServerOptions) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
+    keep_freed_buffers()
     try:
         configure_logging(args.log_level, args.log_format)
         if args.print_fingerprint:

@@ -22,6 +22,7 @@ import zmq
 
 from common.errors import ConfigError, StorageError
 from common.log import configure_logging
+from common.memory import keep_freed_buffers
 from config import load_settings
 from workers.app import SERVICES, build_service, open_server
 from workers.loop import Handler, run_worker
@@ -78,6 +79,7 @@ def _handler(dispatcher: Dispatcher, service: str) -> Handler:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
+    keep_freed_buffers()
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
