@@ -17,27 +17,30 @@ median with the spread, and the median CPU time per request of each process role
 (broker, workers, client, every thread included; read from /proc). The last line prints
 the ratios the acceptance criteria are stated in.
 
-Where the limits are (2 cores, load 2-5 from other work; medians of 5):
+Where the limits are (2 cores shared with other work; medians of 5; two runs of
+2026-11-27 give the ranges):
 
-- 1 KiB: ours is 1.5-1.7x majortomo, not 2x. Both brokers pay the same libzmq cost per
-  message hop: a hand-over between the application thread and the I/O thread on each
-  side (eventfd writes, poll, epoll, context switches), about 70 us of CPU per message
-  on this machine, which is what the direct echo server costs per request. Our broker
-  costs 140-165 us per request (2 messages in, 2 out), within 10-15% of twice that
-  floor and as fast as a minimal Python forwarder with no checks at all; majortomo's
-  costs 210-270. Summed over client, broker and workers, ours is 285-330 us per
-  request against majortomo's 450-540, and a broker costing nothing beyond the floor
-  would still reach only about 1.9x. What was tried: a blocking recv with RCVTIMEO
+- 1 KiB: ours is 1.42-1.60x majortomo one at a time and 1.87-1.93x with 8 in flight,
+  not 2x. Both brokers pay the same libzmq cost per message hop: a hand-over between
+  the application thread and the I/O thread on each side (eventfd writes, poll, epoll,
+  context switches), 65-75 us of CPU per message on this machine, which is what the
+  direct echo server costs per request. Our broker costs 130-140 us per request with 8
+  in flight and 210-220 us one at a time (2 messages in, 2 out; one at a time every
+  message wakes it from a blocking receive), against majortomo's 250-330; pyzmq's
+  per-frame cost (4-5 us per received frame, measured) is most of the rest, and MDP
+  fixes the frame count. Summed over client, broker and workers, ours is 310-420 us per
+  request against majortomo's 560-670. What was tried: a blocking recv with RCVTIMEO
   instead of a poller (-13% broker CPU at 1 KiB, -24% with 8 in flight), sending
   through the base socket class (pyzmq's zmq.Socket.send wrapper costs ~2 us per
-  frame), one worker instead of two for one-at-a-time (no difference beyond noise),
-  larger SNDBUF/RCVBUF (none).
-- 1 MiB: ours is 2.3-2.6x majortomo with 8 in flight and 1.7-2.2x one at a time (zero
-  copy end to end; majortomo copies every body in every process). Against the direct
-  echo it is 40-46%, not 50%: both are then CPU
-  bound, and a store-and-forward hop moves every byte through the kernel twice more,
-  so the best possible is (client + server) / (client + 3 x server), about 50% here;
-  the rest is the extra frames and wake-ups of the longer path.
+  frame), receiving header frames as bytes and only bodies as frames (no difference),
+  one worker instead of two for one-at-a-time (no difference beyond noise), larger
+  SNDBUF/RCVBUF (none).
+- 1 MiB: ours is 2.6-2.8x majortomo with 8 in flight and 1.75-1.97x one at a time
+  (zero copy end to end; majortomo copies every body in every process). Against the
+  direct echo it is 45-50% with 8 in flight and 39-42% one at a time: both are then
+  CPU bound, and a store-and-forward hop moves every byte through the kernel twice
+  more, so the best possible is (client + server) / (client + 3 x server), about 50%
+  here; the rest is the extra frames and wake-ups of the longer path.
 """
 
 from __future__ import annotations
