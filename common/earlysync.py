@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ["SYNC_STEP", "sync_soon"]
+from common import background
+
+__all__ = ["PURPOSE", "SYNC_STEP", "sync_soon"]
+
+PURPOSE = "early-sync"
 
 # Bytes written to one file between early syncs: at ~500 MB/s of disk, ~70 ms of writing.
 SYNC_STEP = 32 * 1024 * 1024
-
-_syncer: ThreadPoolExecutor | None = None
-_syncer_lock = threading.Lock()
 
 
 def _sync_and_close(fd: int) -> None:
@@ -38,9 +37,5 @@ def _sync_and_close(fd: int) -> None:
 
 def sync_soon(fd: int) -> None:
     """``fdatasync`` the file open on ``fd`` in the background; ``fd`` stays the caller's."""
-    global _syncer
-    with _syncer_lock:
-        if _syncer is None:
-            _syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="early-sync")
     with contextlib.suppress(OSError):  # a missed early start costs only time
-        _syncer.submit(_sync_and_close, os.dup(fd))
+        background.submit(PURPOSE, _sync_and_close, os.dup(fd))

@@ -40,11 +40,14 @@ import struct
 from collections.abc import Callable, Iterator, Set
 from pathlib import Path
 
+from common import background
 from common.crypto import OVERHEAD
 from common.earlysync import SYNC_STEP, sync_soon
 from common.errors import StorageError
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "Blobs", "Slot", "slot_offset"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "REMOVAL", "Blobs", "Slot", "slot_offset"]
+
+REMOVAL = "blob-removal"  # the background purpose of remove_soon
 
 DEFAULT_CHUNK_SIZE = 1024 * 1024
 _FILE_MODE = 0o600
@@ -198,6 +201,16 @@ class Blobs:
         """Delete a transfer's chunks; a missing file is fine."""
         self._forget(transfer_id)
         _delete(self.path(transfer_id))
+
+    def remove_soon(self, transfer_id: bytes) -> None:
+        """Delete a transfer's file on a background thread (:mod:`common.background`).
+
+        For a file no row refers to any more, whose deletion need not delay a reply:
+        unlinking a 1 GiB file takes 0.4-0.8 s here. If the process dies first, the
+        start-up sweep removes it.
+        """
+        self._forget(transfer_id)
+        background.submit(REMOVAL, _delete, self.path(transfer_id))
 
     def copy_to(self, transfer_id: bytes, other: Blobs) -> None:
         """Copy a transfer's file into another blob directory (a backup), mode 0600.

@@ -235,8 +235,8 @@ class Uploads:
         published = self.store.publish_upload(row, location, ctx.now, ctx.record(_done(row, True)))
         if not published.done:
             raise _conflict("the upload changed meanwhile")
-        if published.replaced is not None:
-            self.blobs.remove(published.replaced)
+        if published.replaced is not None:  # the old version: the reply need not wait
+            self.blobs.remove_soon(published.replaced)
         return _done(row, True)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from common import earlysync
-from common.earlysync import sync_soon
+from common import background
+from common.earlysync import PURPOSE, sync_soon
 
 
 def test_the_callers_descriptor_stays_open_and_usable(tmp_path: Path) -> None:
@@ -15,8 +15,7 @@ def test_the_callers_descriptor_stays_open_and_usable(tmp_path: Path) -> None:
     try:
         os.write(fd, b"first")
         sync_soon(fd)
-        assert earlysync._syncer is not None
-        earlysync._syncer.submit(lambda: None).result(timeout=10)  # the sync has run
+        background.settle(PURPOSE, timeout=10)  # the sync has run
         os.write(fd, b" second")
         os.fsync(fd)
     finally:

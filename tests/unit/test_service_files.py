@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common import crypto
+from common import background, crypto
 from common.cksum import cksum
 from common.codec import decode_body, decode_envelope
 from common.compress import decompress_chunk
@@ -43,6 +43,7 @@ from common.messages import (
     Verdict,
     carries_data,
 )
+from workers.blobs import REMOVAL
 
 from .server_harness import Client, Server, envelope, error_code, rsa_key
 
@@ -248,6 +249,7 @@ def test_resend_discards_and_a_new_upload_replaces_the_old_file(
     assert download(alice, "doc") == b"version one"
     alice.upload("doc", b"version two!", CHUNK)
     assert download(alice, "doc") == b"version two!"
+    background.settle(REMOVAL, timeout=10)  # the replaced version goes after the reply
     assert old is not None and not (server.data.blobs_path / old.transfer_id.hex()).exists()
 
 
