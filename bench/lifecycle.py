@@ -37,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.installed import compile_sources  # noqa: E402
 from common.log import configure_logging  # noqa: E402
 from common.messages import MessageType  # noqa: E402
 from tests.integration.stack import Stack  # noqa: E402
@@ -229,6 +230,7 @@ def main() -> int:
     parser.add_argument("--no-peer", action="store_true", help="skip the OpenSSH baseline")
     parser.add_argument("--tmp", type=Path, default=None, help="work directory")
     args = parser.parse_args()
+    compile_sources(ROOT)
     configure_logging("warning")  # the in-process clients of the many-clients run
     with tempfile.TemporaryDirectory(dir=args.tmp, prefix="cipherdrop-lifecycle-") as tmp:
         work = Path(tmp)

@@ -41,6 +41,7 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.installed import compile_sources  # noqa: E402
 from tests.integration.relay import Relay  # noqa: E402
 from tests.integration.stack import Stack  # noqa: E402
 
@@ -182,6 +183,7 @@ def main() -> int:
     parser.add_argument("--chunk-size", type=int, help="client.chunk_size (bytes)")
     parser.add_argument("--window", type=int, help="client.window (chunks in flight)")
     args = parser.parse_args()
+    compile_sources(ROOT)
     if args.chunk_size:
         CLIENT_ENV["CIPHERDROP_CLIENT_CHUNK_SIZE"] = str(args.chunk_size)
     if args.window:
