@@ -4,10 +4,11 @@ Every chunk passes through buffers of about a MiB: the frame ZeroMQ receives, th
 plaintext or ciphertext AES-GCM returns, the bytes a file read gives. glibc serves such
 sizes with fresh ``mmap`` calls and returns them to the kernel on ``free``, so every chunk
 pays for mapping, page faults and zeroing of pages it had a moment ago: measured here,
-5-10% of a transfer's time and much of the client's system CPU outside file writes. :func:`keep_freed_buffers` raises
-glibc's thresholds so these buffers come from the heap and are reused. Memory stays
-bounded by the buffers alive at once (the window of chunks in flight); freed memory
-beyond ``_TRIM_THRESHOLD`` at the top of the heap still goes back to the kernel.
+5-10% of a transfer's time and much of the client's system CPU outside file writes.
+:func:`keep_freed_buffers` raises glibc's thresholds so these buffers come from the heap
+and are reused. Memory stays bounded by the buffers alive at once (the window of chunks
+in flight); freed memory beyond ``_TRIM_THRESHOLD`` at the top of the heap still goes back
+to the kernel.
 
 Guarantee: none beyond speed. Where the C library is not glibc (no ``mallopt``, or one
 that refuses these values) it does nothing and says so by returning False.
