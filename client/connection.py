@@ -24,6 +24,7 @@ import structlog
 from client import session as core
 from client.identity import Identity, Pinned, pin_server, save_identity
 from client.transport import Transport
+from client.transport_core import Body
 from common import keys
 from common.errors import RefusedError
 from common.keys import RsaKey
@@ -73,7 +74,7 @@ class Connection:
             self.endpoint, timeout=opts.timeout, retries=opts.retries, window=opts.window
         )
 
-    def send(self, service: str, req: core.Outgoing) -> list[bytes]:
+    def send(self, service: str, req: core.Outgoing) -> list[Body]:
         """Send one request; the reply body frames."""
         return self.transport.request(service, req.frames)
 

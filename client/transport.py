@@ -32,6 +32,7 @@ import zmq
 import zmq.asyncio
 
 from client.transport_core import (
+    Body,
     Failure,
     Outcome,
     Reconnect,
@@ -45,7 +46,7 @@ from common.mdp import Part
 KeyOf = Callable[[Part], bytes]
 
 
-def unwrap(outcome: Outcome) -> list[bytes]:
+def unwrap(outcome: Outcome) -> list[Body]:
     """The reply frames of a finished request, or its error raised."""
     if isinstance(outcome, Failure):
         raise outcome.error
@@ -113,7 +114,7 @@ class Transport(_Base):
         self._context = context or zmq.Context.instance()
         self._socket = self._open()
 
-    def request(self, service: str, frames: Sequence[Part]) -> list[bytes]:
+    def request(self, service: str, frames: Sequence[Part]) -> list[Body]:
         """Send one request and return its reply body."""
         return self.result(self.submit(service, frames))
 
@@ -123,12 +124,12 @@ class Transport(_Base):
         self._execute()
         return key
 
-    def result(self, key: bytes) -> list[bytes]:
+    def result(self, key: bytes) -> list[Body]:
         """Wait for the request ``key`` to finish; return its reply or raise its error."""
         keys = {key}
         return unwrap(self._next(keys))
 
-    def map(self, service: str, bodies: Iterable[Sequence[Part]]) -> Iterator[list[bytes]]:
+    def map(self, service: str, bodies: Iterable[Sequence[Part]]) -> Iterator[list[Body]]:
         """Send every body, at most ``window`` on the wire; yield replies as they finish.
 
         ``bodies`` is consumed lazily, so it may be a generator over a large file. The
@@ -222,7 +223,7 @@ class AsyncTransport(_Base):
         self._waiters: dict[bytes, asyncio.Future[Outcome]] = {}
         self._driver: asyncio.Task[None] | None = None
 
-    async def request(self, service: str, frames: Sequence[Part]) -> list[bytes]:
+    async def request(self, service: str, frames: Sequence[Part]) -> list[Body]:
         """Send one request and return its reply body."""
         return unwrap(await self.submit(service, frames))
 
@@ -238,7 +239,7 @@ class AsyncTransport(_Base):
 
     async def map(
         self, service: str, bodies: Iterable[Sequence[Part]]
-    ) -> AsyncIterator[list[bytes]]:
+    ) -> AsyncIterator[list[Body]]:
         """Like :meth:`Transport.map`: at most ``window`` of these bodies in flight."""
         running: set[asyncio.Future[Outcome]] = set()
         source = iter(bodies)

@@ -46,6 +46,18 @@ from common.mdp import Part, as_bytes
 
 RETRYABLE = frozenset({mdp.UNAVAILABLE, mdp.EXPIRED})
 
+Body: TypeAlias = bytes | memoryview  # a reply body frame, see _body_part
+# Body frames at least this long (file chunks) are handed on as views of the received
+# frame instead of copies: a 1 MiB copy per chunk measured 4-6% of a download's client CPU.
+_VIEW_FROM = 64 * 1024
+
+
+def _body_part(part: Part) -> Body:
+    """Small frames as bytes; big ones as a read-only view that keeps the frame alive."""
+    if type(part) is bytes or len(part) < _VIEW_FROM:
+        return as_bytes(part)
+    return part.buffer  # type: ignore[union-attr]
+
 
 def request_key(envelope: Part) -> bytes:
     """The correlation key of a request or reply: its envelope's request id."""
@@ -72,7 +84,7 @@ class Reply:
     """A request finished with this reply body."""
 
     key: bytes
-    frames: tuple[bytes, ...]
+    frames: tuple[Body, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +169,7 @@ class TransportCore:
         if entry.service != message.service:
             return "reply from another service"
         if status is None:
-            self._finish(Reply(key, tuple(as_bytes(f) for f in message.body)), now)
+            self._finish(Reply(key, tuple(_body_part(f) for f in message.body)), now)
         else:
             self._on_status(entry, status.status, status.reason, now)
         return None

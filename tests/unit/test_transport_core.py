@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import zmq
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -74,6 +75,22 @@ def test_request_goes_out_in_mdp_client_framing_and_reply_is_matched() -> None:
     assert core.receive(reply_to(request, env, b"result"), 0.1) is None
     assert only(core.outcomes()) == Reply(key, (env, b"result"))
     assert core.pending == 0
+
+
+def test_big_reply_frames_are_views_of_the_received_frame_small_ones_bytes() -> None:
+    core = make_core()
+    env = envelope()
+    key = core.submit(SERVICE, [env, b"payload"], 0.0)
+    [request] = sends(core)
+    chunk = zmq.Frame(bytes(range(256)) * 1024)  # 256 KiB, as received with copy=False
+    received: list[Any] = [*reply_to(request, env)[:3], zmq.Frame(env), chunk]
+    assert core.receive(received, 0.1) is None
+    outcome = only(core.outcomes())
+    assert isinstance(outcome, Reply) and outcome.key == key
+    small, big = outcome.frames
+    assert type(small) is bytes and small == env
+    assert isinstance(big, memoryview) and big.obj is chunk  # no copy: the frame itself
+    assert big == chunk.bytes
 
 
 def test_window_bounds_requests_on_the_wire() -> None:
