@@ -48,6 +48,7 @@ FILE_SERVICE = "cipherdrop.file"
 SESSION_ERRORS = frozenset({str(ErrorCode.UNKNOWN_SESSION), str(ErrorCode.SESSION_EXPIRED)})
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 _log = structlog.get_logger()
 
 
@@ -136,6 +137,19 @@ class Account:
         self._session = core.open_session_granted(kx, reply, self._server_key, self._private_key)
         _log.debug("client.session", session_expires_at=self._session.expires_at)
         return self._session
+
+    def with_session(self, run: Callable[[], T]) -> T:
+        """Run a transfer; if the server has lost or expired our session, once more on a
+        new one. The transport is reset first: requests of the old session may still be
+        in flight, and their replies must not be taken for the new run's."""
+        try:
+            return run()
+        except RefusedError as exc:
+            if exc.code not in SESSION_ERRORS:
+                raise
+        self.conn.reset()
+        self.reconnect()
+        return run()
 
     def call(self, msg: Message, cls: type[M]) -> M:
         """A session request on the file service; one reconnect if the session is gone."""

@@ -36,7 +36,7 @@ from pathlib import Path
 import structlog
 
 from client import session as core
-from client.connection import FILE_SERVICE, SESSION_ERRORS, Account
+from client.connection import FILE_SERVICE, Account
 from client.partial import PartialDownload
 from client.progress import Progress
 from client.upload import FileAccessError
@@ -45,7 +45,7 @@ from common.cksum import Cksum
 from common.codec import decode_envelope
 from common.compress import decompress_chunk
 from common.earlysync import SYNC_STEP, sync_soon
-from common.errors import IntegrityError, RefusedError, RemoteProtocolError
+from common.errors import IntegrityError, RemoteProtocolError
 from common.fields import chunk_count_for
 from common.messages import (
     DownloadBegin,
@@ -153,16 +153,7 @@ def download_file(
 ) -> DownloadResult:
     """Download the file ``name`` to ``target``; returns once it is verified and in place."""
     _refuse_existing(target, options.force)
-    reconnects = 1
-    while True:
-        try:
-            return _download(account, name, target, options, progress)
-        except RefusedError as exc:
-            if exc.code not in SESSION_ERRORS or reconnects == 0:
-                raise
-            reconnects -= 1
-            account.conn.reset()
-            account.reconnect()
+    return account.with_session(lambda: _download(account, name, target, options, progress))
 
 
 def _download(

@@ -30,7 +30,7 @@ from pathlib import Path
 import structlog
 
 from client import session as core
-from client.connection import FILE_SERVICE, SESSION_ERRORS, Account
+from client.connection import FILE_SERVICE, Account
 from client.progress import Progress
 from common.cksum import Cksum
 from common.codec import decode_envelope
@@ -118,24 +118,22 @@ def upload_file(
 
     Returns only once the server has verified the file; the caller closes ``stream``.
     """
-    reconnects = 1
-    attempt = 1
-    while True:
-        try:
-            return _attempt(account, stream, size, name, options, progress, attempt)
-        except _Mismatch as exc:
-            _log.warning("upload.mismatch", name=name, attempt=attempt, reason=str(exc))
-            if attempt >= MAX_ATTEMPTS:
-                raise IntegrityError(
-                    f"upload of {name} failed verification {attempt} times ({exc}); gave up"
-                ) from None
-            attempt += 1
-        except RefusedError as exc:
-            if exc.code not in SESSION_ERRORS or reconnects == 0:
-                raise
-            reconnects -= 1
-            account.conn.reset()
-            account.reconnect()
+    attempt = 1  # counts on across a reconnect: only a verification failure ends an attempt
+
+    def attempts() -> UploadResult:
+        nonlocal attempt
+        while True:
+            try:
+                return _attempt(account, stream, size, name, options, progress, attempt)
+            except _Mismatch as exc:
+                _log.warning("upload.mismatch", name=name, attempt=attempt, reason=str(exc))
+                if attempt >= MAX_ATTEMPTS:
+                    raise IntegrityError(
+                        f"upload of {name} failed verification {attempt} times ({exc}); gave up"
+                    ) from None
+                attempt += 1
+
+    return account.with_session(attempts)
 
 
 def _attempt(
