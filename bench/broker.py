@@ -63,6 +63,7 @@ import zmq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.procstat import cpu_seconds  # noqa: E402
 from common import mdp  # noqa: E402
 
 SERVICE = b"echo"
@@ -79,7 +80,6 @@ TIMEOUT_MS = 20_000
 _MORE = int(zmq.SNDMORE)  # plain ints: pyzmq's flag enums are slow on small messages
 _BIG = 64 * KIB  # bytes at least this long are sent without a copy
 _SEND = zmq.backend.Socket.send
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def send_parts(sock: zmq.Socket[bytes], parts: list[Any]) -> None:
@@ -283,11 +283,9 @@ def _own_cpu() -> float:
 def _cpu_of(pid: int) -> float:
     """utime + stime of ``pid`` from /proc (Linux); 0 where that is not available."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
+        return cpu_seconds(pid)
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def direct() -> Peer:

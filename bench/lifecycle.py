@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.installed import compile_sources  # noqa: E402
+from bench.procstat import peak_rss, reset_peak  # noqa: E402
 from common.log import configure_logging  # noqa: E402
 from common.messages import MessageType  # noqa: E402
 from tests.integration.stack import Stack  # noqa: E402
@@ -66,18 +67,6 @@ def make_random(path: Path, size: int) -> Path:
             out.write(block)
             left -= len(block)
     return path
-
-
-def peak_rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def reset_peak(pid: int) -> None:
-    with contextlib.suppress(OSError):  # writing 5 to clear_refs resets VmHWM on Linux
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def client(stack: Stack, home: Path, *args: str) -> tuple[float, int]:

@@ -25,7 +25,6 @@ each file worker for a 1 MiB and a full-size upload (the peaks are reset before 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import random
 import re
@@ -42,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.installed import compile_sources  # noqa: E402
+from bench.procstat import cpu_seconds, peak_rss, reset_peak  # noqa: E402
 from tests.integration.relay import Relay  # noqa: E402
 from tests.integration.stack import Stack  # noqa: E402
 
@@ -92,25 +92,6 @@ class ByteCounter:
     def reply(self, frames: list[zmq.Frame]) -> list[zmq.Frame]:
         self.received += sum(len(f.buffer) for f in frames)
         return frames
-
-
-def reset_peak(pid: int) -> None:
-    # Writing 5 to clear_refs resets VmHWM (the peak RSS) on Linux.
-    with contextlib.suppress(OSError):
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-
-
-def peak_rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 CLIENT_ENV: dict[str, str] = {"CIPHERDROP_CLIENT_REQUEST_TIMEOUT": "60"}
