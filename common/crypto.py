@@ -16,9 +16,11 @@ What it guarantees:
   with, so a sealed frame can never be accepted as a chunk or the other way round.
 * :func:`seal_chunk_into` and :func:`open_chunk_into` do the same as :func:`seal_chunk`
   and :func:`open_chunk` with the same byte layout, but write into a buffer the caller
-  owns: one AES-GCM pass over the data and no other copy, for the file path where chunks
-  are a megabyte each. ``open_chunk_into`` may leave unauthenticated bytes in ``out``
-  when it fails; the caller must not use them (it gets only the exception).
+  owns: no copy beyond the AES-GCM pass, for the file path where chunks are a megabyte
+  each. ``open_chunk_into`` checks the tag before it decrypts: when it fails, ``out`` is
+  left as it was.
+* AES-GCM itself is :mod:`common.gcm`: pycryptodome's AES, CTR and GHASH code with each
+  key's schedule and hash subkey made once, byte for byte pycryptodome's GCM.
 
 Keys are 32 bytes; a key of another size is a caller bug and raises ``ValueError`` on
 sealing. Limits and the reasoning behind random nonces are in docs/security.md.
@@ -30,10 +32,10 @@ import secrets
 import struct
 from dataclasses import dataclass, field
 
-from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
 from Crypto.Protocol.KDF import HKDF
 
+from common import gcm
 from common.errors import IntegrityError
 
 __all__ = [
@@ -99,10 +101,11 @@ def _check_key(key: bytes) -> None:
 def _seal_with_nonce(key: bytes, nonce: bytes, plaintext: Buffer, aad: Buffer) -> bytes:
     """Seal with a given nonce. Only for known-answer tests: reusing a nonce is fatal."""
     _check_key(key)
-    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
-    cipher.update(aad)
-    ciphertext, tag = cipher.encrypt_and_digest(plaintext)
-    return b"".join((nonce, ciphertext, tag))
+    size = len(memoryview(plaintext).cast("B"))
+    out = bytearray(NONCE_SIZE + size + TAG_SIZE)
+    out[:NONCE_SIZE] = nonce
+    gcm.seal_into(key, nonce, aad, plaintext, memoryview(out)[NONCE_SIZE:])
+    return bytes(out)
 
 
 def seal(key: bytes, plaintext: Buffer, aad: bytes) -> bytes:
@@ -112,15 +115,10 @@ def seal(key: bytes, plaintext: Buffer, aad: bytes) -> bytes:
 
 def open_sealed(key: bytes, blob: Buffer, aad: bytes) -> bytes:
     """Check and decrypt a :func:`seal` blob; :class:`IntegrityError` on any failure."""
-    view = memoryview(blob).cast("B")
-    if len(key) != KEY_SIZE or len(view) < OVERHEAD:
-        raise IntegrityError()
-    try:
-        cipher = AES.new(key, AES.MODE_GCM, nonce=view[:NONCE_SIZE], mac_len=TAG_SIZE)
-        cipher.update(aad)
-        return cipher.decrypt_and_verify(view[NONCE_SIZE:-TAG_SIZE], view[-TAG_SIZE:])
-    except (ValueError, TypeError) as exc:
-        raise IntegrityError() from exc
+    size = len(memoryview(blob).cast("B")) - OVERHEAD
+    out = bytearray(max(size, 0))
+    open_into(key, blob, aad, out)
+    return bytes(out)
 
 
 def seal_into(key: bytes, plaintext: Buffer, aad: bytes, out: Buffer) -> int:
@@ -132,17 +130,14 @@ def seal_into(key: bytes, plaintext: Buffer, aad: bytes, out: Buffer) -> int:
     if len(view) < size + OVERHEAD:
         raise ValueError(f"output buffer of {len(view)} bytes, need {size + OVERHEAD}")
     nonce = secrets.token_bytes(NONCE_SIZE)
-    cipher = AES.new(key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_SIZE)
-    cipher.update(aad)
     view[:NONCE_SIZE] = nonce
-    cipher.encrypt(plaintext, output=view[NONCE_SIZE : NONCE_SIZE + size])
-    view[NONCE_SIZE + size : size + OVERHEAD] = cipher.digest()
+    gcm.seal_into(key, nonce, aad, plaintext, view[NONCE_SIZE : size + OVERHEAD])
     return size + OVERHEAD
 
 
 def open_into(key: bytes, blob: Buffer, aad: bytes, out: Buffer) -> memoryview:
     """:func:`open_sealed` into ``out``; the plaintext, a view of ``out``. On failure the
-    one :class:`IntegrityError`, and whatever ``out`` holds must not be used."""
+    one :class:`IntegrityError`, and ``out`` is left as it was."""
     view = memoryview(blob).cast("B")
     target = memoryview(out).cast("B")
     size = len(view) - OVERHEAD
@@ -151,12 +146,8 @@ def open_into(key: bytes, blob: Buffer, aad: bytes, out: Buffer) -> memoryview:
     if len(target) < size:
         raise ValueError(f"output buffer of {len(target)} bytes, need {size}")
     plain = target[:size]
-    try:
-        cipher = AES.new(key, AES.MODE_GCM, nonce=view[:NONCE_SIZE], mac_len=TAG_SIZE)
-        cipher.update(aad)
-        cipher.decrypt_and_verify(view[NONCE_SIZE:-TAG_SIZE], view[-TAG_SIZE:], output=plain)
-    except (ValueError, TypeError) as exc:
-        raise IntegrityError() from exc
+    if not gcm.open_into(key, bytes(view[:NONCE_SIZE]), aad, view[NONCE_SIZE:], plain):
+        raise IntegrityError()
     return plain
 
 
