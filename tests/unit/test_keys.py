@@ -292,3 +292,43 @@ def test_loading_a_public_key_as_private_is_refused(key: RsaKey) -> None:
 def test_empty_passphrase_is_refused(key: RsaKey) -> None:
     with pytest.raises(ConfigError, match="passphrase"):
         keys.private_key_to_pem(key, "")
+
+
+def _pkcs8_with(key: RsaKey, **changes: int) -> bytes:
+    """The PKCS#8 PEM of ``key`` with some of its integers replaced."""
+    from Crypto.IO import PEM, PKCS8
+    from Crypto.Util.asn1 import DerSequence
+
+    values = {"n": key.n, "e": key.e, "d": key.d, "p": key.p, "q": key.q}
+    values.update(changes)
+    n, e, d, p, q = (values[name] for name in "nedpq")
+    private = DerSequence([0, n, e, d, p, q, d % (p - 1), d % (q - 1), pow(q, -1, p)]).encode()
+    der = PKCS8.wrap(private, "1.2.840.113549.1.1.1", key_params=None)
+    return PEM.encode(der, "PRIVATE KEY").encode()
+
+
+def test_the_load_equals_pycryptodome_import(key: RsaKey) -> None:
+    pem = keys.private_key_to_pem(key)
+    loaded = keys.load_private_key(pem)
+    reference = RSA.import_key(pem)
+    assert (loaded.n, loaded.e, loaded.d, loaded.p, loaded.q, loaded.u) == (
+        reference.n,
+        reference.e,
+        reference.d,
+        reference.p,
+        reference.q,
+        reference.u,
+    )
+    assert keys.load_private_key(_pkcs8_with(key)) == key  # the helper below builds keys right
+
+
+@pytest.mark.parametrize("change", ["n", "d", "p", "e"])
+def test_a_damaged_private_key_is_an_integrity_error(key: RsaKey, change: str) -> None:
+    damaged = {"n": key.n + 2, "d": key.d + 2, "p": key.p + 2, "e": 3}[change]
+    with pytest.raises(IntegrityError):
+        keys.load_private_key(_pkcs8_with(key, **{change: damaged}))
+
+
+def test_a_pkcs1_private_key_is_refused(key: RsaKey) -> None:
+    with pytest.raises(IntegrityError):
+        keys.load_private_key(key.export_key(format="PEM", pkcs=1))
