@@ -48,6 +48,7 @@ from common.earlysync import SYNC_STEP, sync_soon
 from common.errors import IntegrityError, RemoteProtocolError
 from common.fields import chunk_count_for
 from common.messages import (
+    Codec,
     DownloadBegin,
     DownloadChunk,
     DownloadReady,
@@ -98,7 +99,7 @@ def open_chunk_data(
     reply: Sequence[bytes | memoryview],
     ready: DownloadReady,
     index: int,
-) -> bytes:
+) -> bytes | bytearray:
     """The plaintext of chunk ``index`` from a CHUNK_DATA reply, authenticated and
     decompressed; RefusedError for an error reply, IntegrityError for a bad chunk."""
     if len(reply) != 2:
@@ -116,15 +117,23 @@ def open_chunk_data(
     final = index == ready.chunk_count - 1
     if env.stream != StreamPosition(ready.transfer_id, index, final):
         raise RemoteProtocolError(f"chunk data for another position than chunk {index}")
-    codec = int(env.codec)
-    sealed = crypto.open_chunk(
-        ready.data_key, index, final, reply[1], core.chunk_aad(ready.transfer_id, env.codec)
+    # Opened into a buffer of its own (it waits for the writer): one pass, no copy.
+    opened = bytearray(max(len(reply[1]) - crypto.OVERHEAD, 0))
+    crypto.open_chunk_into(
+        ready.data_key,
+        index,
+        final,
+        reply[1],
+        opened,
+        core.chunk_aad(ready.transfer_id, env.codec),
     )
     expected = min(ready.chunk_size, ready.size - index * ready.chunk_size)
-    try:
-        plain = decompress_chunk(codec, sealed, ready.chunk_size)
-    except RemoteProtocolError as exc:
-        raise IntegrityError(f"chunk {index} does not decompress") from exc
+    plain: bytes | bytearray = opened
+    if env.codec is not Codec.NONE:
+        try:
+            plain = decompress_chunk(env.codec, opened, ready.chunk_size)
+        except RemoteProtocolError as exc:
+            raise IntegrityError(f"chunk {index} does not decompress") from exc
     if len(plain) != expected:
         raise IntegrityError(f"chunk {index} holds {len(plain)} bytes, expected {expected}")
     return plain
@@ -259,7 +268,7 @@ class _Writer:
         self.fd, self.partial, self.crc, self.progress = fd, partial, crc, progress
         self.every = every
         self.unsynced = 0  # bytes written since the last early sync
-        self.queue: queue.Queue[tuple[int, bytes] | None] = queue.Queue(maxsize=window)
+        self.queue: queue.Queue[tuple[int, bytes | bytearray] | None] = queue.Queue(maxsize=window)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="download-writer", daemon=True)
         self.thread.start()
@@ -288,7 +297,7 @@ class _Writer:
         if self.error is not None:
             raise self.error
 
-    def put(self, index: int, plain: bytes) -> None:
+    def put(self, index: int, plain: bytes | bytearray) -> None:
         self.check()
         self.queue.put((index, plain))
 
@@ -298,7 +307,7 @@ class _Writer:
         self.thread.join()
 
 
-def _write_at(fd: int, data: bytes, offset: int) -> None:
+def _write_at(fd: int, data: bytes | bytearray, offset: int) -> None:
     view = memoryview(data)
     while view:
         written = os.pwrite(fd, view, offset)
