@@ -22,7 +22,10 @@ Rules (requests are idempotent by design, so a resend is always safe):
   :class:`~common.errors.Timeout`. Any other status (a worker's 500) fails at once as
   ``RefusedError(status, reason)``.
 * A reply for a request that is no longer in flight (a duplicate caused by a resend, or
-  one that came too late) is ignored, as is anything malformed.
+  one that came too late) is ignored, as is anything malformed up to its request id.
+  Matching reads only the request id (:func:`~common.codec.peek_request_id`); the reply
+  is checked whole by whoever opens it (:mod:`client.session`), as a tampered payload
+  under a valid envelope always was.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from dataclasses import dataclass
 from typing import TypeAlias
 
 from common import mdp
-from common.codec import decode_envelope
+from common.codec import peek_request_id
 from common.errors import (
     BrokerUnavailable,
     CipherdropError,
@@ -61,7 +64,7 @@ def _body_part(part: Part) -> Body:
 
 def request_key(envelope: Part) -> bytes:
     """The correlation key of a request or reply: its envelope's request id."""
-    return decode_envelope(as_bytes(envelope)).request_id
+    return peek_request_id(as_bytes(envelope))
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from client import session as core
 from client.connection import FILE_SERVICE, Account
 from client.progress import Progress
 from common.cksum import Cksum
-from common.codec import decode_envelope
+from common.codec import peek_request_id
 from common.compress import compress_chunk
 from common.errors import CipherdropError, IntegrityError, RefusedError, RemoteProtocolError
 from common.fields import chunk_count_for
@@ -207,7 +207,7 @@ def _send_chunks(
     session = account.session
     bodies = _chunk_requests(session, stream, size, ready, options, crc, in_flight, progress)
     for reply in account.conn.transport.map(FILE_SERVICE, (req.frames for req in bodies)):
-        req, length = in_flight.pop(decode_envelope(reply[0]).request_id)
+        req, length = in_flight.pop(peek_request_id(reply[0]))
         stored = core.open_chunk_stored(session, req, reply)
         if stored.transfer_id != ready.transfer_id:
             raise RemoteProtocolError("ChunkStored names another transfer")

@@ -31,6 +31,7 @@ from common.envelope import (
     decode_envelope,
     encode_envelope,
     new_request_id,
+    peek_request_id,
 )
 from common.envelope import refuse_ext as _refuse_ext
 from common.errors import LocalProtocolError, RemoteProtocolError
@@ -58,6 +59,7 @@ __all__ = [
     "error_code_for",
     "key_request_signed_bytes",
     "new_request_id",
+    "peek_request_id",
     "session_granted_signed_bytes",
     "validate_client_name",
     "validate_file_name",

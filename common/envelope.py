@@ -9,6 +9,10 @@ Guarantees:
   because the envelope bytes are the AEAD associated data of the payload.
 * It is cheap: one ``unpackb`` with tight limits, a few checks and one ``packb`` to prove
   the input was canonical (a few microseconds; it runs once per chunk).
+* :func:`peek_request_id` only finds the request id, for matching a reply to its request
+  (the transport does it for every message): the same bounded ``unpackb`` and a shape
+  check. It proves nothing else about the envelope; whoever acts on the message decodes
+  it with :func:`decode_envelope`.
 
 Wire form (``docs/protocol.md`` section 2): a msgpack array of 8 elements
 ``[version, type, client_id, key_id, request_id, flags, codec, stream]`` where ``stream``
@@ -44,7 +48,13 @@ from common.messages import (
     carries_data,
 )
 
-__all__ = ["UnsupportedVersionError", "decode_envelope", "encode_envelope", "new_request_id"]
+__all__ = [
+    "UnsupportedVersionError",
+    "decode_envelope",
+    "encode_envelope",
+    "new_request_id",
+    "peek_request_id",
+]
 
 _ENVELOPE_LEN = 8
 _KNOWN_FLAGS = int(Flags.SEALED_TO_SERVER | Flags.SESSION | Flags.SEALED_REPLY)
@@ -119,6 +129,20 @@ def decode_envelope(data: bytes | memoryview) -> Envelope:
     if _pack(items) != data:
         raise RemoteProtocolError("envelope: non-canonical msgpack encoding")
     return env
+
+
+def peek_request_id(data: bytes | memoryview) -> bytes:
+    """The request id of an envelope frame; RemoteProtocolError if there is none."""
+    try:
+        items = _unpack(data)
+    except DECODE_ERRORS as exc:
+        raise RemoteProtocolError(f"envelope: malformed msgpack: {exc}") from exc
+    if type(items) is not list or len(items) != _ENVELOPE_LEN:
+        raise RemoteProtocolError(f"envelope: expected an array of {_ENVELOPE_LEN} elements")
+    request_id = items[4]
+    if type(request_id) is not bytes or len(request_id) != ID_LEN:
+        raise RemoteProtocolError(f"envelope: request_id must be {ID_LEN} bytes")
+    return request_id
 
 
 def _check_version_prefix(data: bytes | memoryview) -> None:

@@ -30,7 +30,7 @@ import structlog
 import zmq
 
 from common import mdp
-from common.codec import decode_envelope
+from common.codec import peek_request_id
 from common.errors import LocalProtocolError, RemoteProtocolError
 from workers.runtime import (
     BodyPart,
@@ -270,6 +270,6 @@ def _request_id(body: list[zmq.Frame]) -> str | None:
     if not body or len(body[0]) > MAX_ENVELOPE_PEEK:
         return None
     try:
-        return decode_envelope(mdp.as_bytes(body[0])).request_id.hex()
+        return peek_request_id(mdp.as_bytes(body[0])).hex()
     except RemoteProtocolError:
         return None

@@ -14,7 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.codec import decode_body, decode_envelope, encode_body, encode_envelope
+from common.codec import (
+    decode_body,
+    decode_envelope,
+    encode_body,
+    encode_envelope,
+    peek_request_id,
+)
 from common.errors import LocalProtocolError, RemoteProtocolError
 from common.messages import (
     PROTOCOL_VERSION,
@@ -177,6 +183,22 @@ def test_envelope_round_trip(env: Envelope) -> None:
     data = encode_envelope(env)
     assert decode_envelope(data) == env
     assert encode_envelope(decode_envelope(data)) == data
+
+
+@SETTINGS
+@given(envelopes())
+def test_peek_finds_the_request_id_of_every_envelope(env: Envelope) -> None:
+    assert peek_request_id(encode_envelope(env)) == env.request_id
+
+
+@SETTINGS
+@given(st.one_of(st.binary(max_size=200), msgpack_values.map(msgpack.packb)))
+def test_peek_gives_an_id_or_a_protocol_error(data: bytes) -> None:
+    try:
+        request_id = peek_request_id(data)
+    except RemoteProtocolError:
+        return
+    assert type(request_id) is bytes and len(request_id) == 16
 
 
 @SETTINGS
