@@ -15,7 +15,10 @@ Runs a real stack (broker, two workers of each kind) on 127.0.0.1 and prints:
    ``--files`` files each at once: files, bytes, failures (must be 0) and wall time.
 
 MB = 10^6 bytes. ``--size 1G`` or smaller makes a quick run. The machine is shared and
-noisy: compare only figures from the same run.
+noisy: compare only figures from the same run. Each timed download starts with the
+output removed and the disk synced, untimed, and so does the OpenSSH script's run: no
+run pays for writing back files written before it (the test file, the upload). Our
+``get`` still syncs its own output before it returns; scp does not.
 """
 
 from __future__ import annotations
@@ -104,6 +107,9 @@ def download_speed(stack: Stack, home: Path, source: Path, out: Path, runs: int)
         # Removed before the clock starts, as the OpenSSH script removes its copy: replacing
         # a 1 GiB file would add its deletion (about 0.4 s here) to the timed run.
         out.unlink(missing_ok=True)
+        # Nor does it pay for writing back what came before (the test file, the upload):
+        # the disk starts quiet, as it does for the OpenSSH runs (synced the same way).
+        os.sync()
         seconds, _ = client(stack, home, "get", "-q", "compare.bin", "-o", str(out))
         rates.append(mb_s(source.stat().st_size, seconds))
     out.unlink()
@@ -111,6 +117,7 @@ def download_speed(stack: Stack, home: Path, source: Path, out: Path, runs: int)
 
 
 def scp_get(peer: Path, source: Path, runs: int) -> float | None:
+    os.sync()  # a quiet disk to start from, as for our runs
     proc = subprocess.run(
         ["bash", str(peer), str(source), str(runs)], capture_output=True, text=True, check=False
     )

@@ -16,6 +16,10 @@ broker, file workers): on a 2-core machine every process shares the same CPU, so
 decides the rate. ``--chunk-size`` and ``--window`` set the client's settings (default:
 the product's defaults).
 
+Before each timed upload of ours and before the OpenSSH script, the disk is synced,
+untimed: no run pays for writing back what earlier steps wrote (the test files, the last
+run). Our upload still syncs what it stored before it reports success; scp does not.
+
 Also printed: the bytes our client sent to the broker in one upload (counted by a relay
 in an extra, untimed upload), scp's being the file size plus its framing (OpenSSH does
 not compress by default); and the peak RSS of the client and of
@@ -132,12 +136,16 @@ def timed_put(
     removes its destination before each copy: a run then times an upload, not also the
     deletion of the last run's gigabyte."""
     stack.client(home, "rm", name)  # the first time there is nothing to remove: fine
+    # Nor does it pay for writing back what came before (the test files, the last run):
+    # the disk starts quiet, as it does for the OpenSSH runs (synced the same way).
+    os.sync()
     return put_measured(stack, home, path, name)
 
 
 def run_peer(peer: Path, files: dict[str, Path], runs: int) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     for kind, path in files.items():
+        os.sync()  # a quiet disk to start from, as for our runs
         proc = subprocess.run(
             ["bash", str(peer), str(path), str(runs)], capture_output=True, text=True, check=False
         )
