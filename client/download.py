@@ -43,12 +43,11 @@ from client.upload import FileAccessError
 from common import crypto
 from common.cksum import Cksum
 from common.codec import decode_envelope
-from common.compress import decompress_chunk
-from common.earlysync import SYNC_STEP, sync_soon
+from common.compress import Buffer, decompress_chunk
+from common.earlysync import count_written
 from common.errors import IntegrityError, RemoteProtocolError
 from common.fields import chunk_count_for
 from common.messages import (
-    Codec,
     DownloadBegin,
     DownloadChunk,
     DownloadReady,
@@ -99,7 +98,7 @@ def open_chunk_data(
     reply: Sequence[bytes | memoryview],
     ready: DownloadReady,
     index: int,
-) -> bytes | bytearray:
+) -> Buffer:
     """The plaintext of chunk ``index`` from a CHUNK_DATA reply, authenticated and
     decompressed; RefusedError for an error reply, IntegrityError for a bad chunk."""
     if len(reply) != 2:
@@ -128,12 +127,10 @@ def open_chunk_data(
         core.chunk_aad(ready.transfer_id, env.codec),
     )
     expected = min(ready.chunk_size, ready.size - index * ready.chunk_size)
-    plain: bytes | bytearray = opened
-    if env.codec is not Codec.NONE:
-        try:
-            plain = decompress_chunk(env.codec, opened, ready.chunk_size)
-        except RemoteProtocolError as exc:
-            raise IntegrityError(f"chunk {index} does not decompress") from exc
+    try:
+        plain = decompress_chunk(env.codec, opened, ready.chunk_size)
+    except RemoteProtocolError as exc:
+        raise IntegrityError(f"chunk {index} does not decompress") from exc
     if len(plain) != expected:
         raise IntegrityError(f"chunk {index} holds {len(plain)} bytes, expected {expected}")
     return plain
@@ -268,7 +265,7 @@ class _Writer:
         self.fd, self.partial, self.crc, self.progress = fd, partial, crc, progress
         self.every = every
         self.unsynced = 0  # bytes written since the last early sync
-        self.queue: queue.Queue[tuple[int, bytes | bytearray] | None] = queue.Queue(maxsize=window)
+        self.queue: queue.Queue[tuple[int, Buffer] | None] = queue.Queue(maxsize=window)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="download-writer", daemon=True)
         self.thread.start()
@@ -280,10 +277,8 @@ class _Writer:
             index, plain = item
             try:
                 _write_at(self.fd, plain, self.partial.offset(index))
-                self.unsynced += len(plain)
-                if self.unsynced >= SYNC_STEP:  # the disk starts now, not at the final fsync
-                    self.unsynced = 0
-                    sync_soon(self.fd)
+                # the disk starts now, not at the final fsync
+                self.unsynced = count_written(self.fd, self.unsynced, len(plain))
                 self.crc.update(plain)
                 self.partial.received = index + 1
                 self.progress.update(len(plain))
@@ -297,7 +292,7 @@ class _Writer:
         if self.error is not None:
             raise self.error
 
-    def put(self, index: int, plain: bytes | bytearray) -> None:
+    def put(self, index: int, plain: Buffer) -> None:
         self.check()
         self.queue.put((index, plain))
 
@@ -307,7 +302,7 @@ class _Writer:
         self.thread.join()
 
 
-def _write_at(fd: int, data: bytes | bytearray, offset: int) -> None:
+def _write_at(fd: int, data: Buffer, offset: int) -> None:
     view = memoryview(data)
     while view:
         written = os.pwrite(fd, view, offset)

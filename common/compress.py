@@ -10,7 +10,9 @@ What it guarantees:
 * :func:`decompress_chunk` never produces more than ``max_size`` bytes: a decompression
   bomb is stopped after ``max_size + 1`` bytes of output, not expanded. Anything that is
   not exactly one complete stream of the named codec (unknown codec, corrupt or truncated
-  data, trailing bytes, too large) is :class:`~common.errors.RemoteProtocolError`.
+  data, trailing bytes, too large) is :class:`~common.errors.RemoteProtocolError`. For
+  ``Codec.NONE`` it returns ``data`` itself, no copy, as :func:`compress_chunk` does: a
+  view stays a view of the caller's buffer.
 
 Codec ids travel in the message envelope; ``Codec.ZLIB`` is a zlib (RFC 1950) stream. It
 is made and read with ISA-L (``isal``), whose deflate writes the same format at about
@@ -89,7 +91,7 @@ def _inflate(data: Buffer, max_size: int) -> bytes:
     return output
 
 
-def decompress_chunk(codec: Codec | int, data: Buffer, max_size: int) -> bytes:
+def decompress_chunk(codec: Codec | int, data: Buffer, max_size: int) -> Buffer:
     """The original chunk; at most ``max_size`` bytes, else RemoteProtocolError."""
     if max_size < 0:
         raise ValueError("max_size must not be negative")
@@ -101,4 +103,4 @@ def decompress_chunk(codec: Codec | int, data: Buffer, max_size: int) -> bytes:
         return _inflate(data, max_size)
     if len(data) > max_size:
         raise RemoteProtocolError(f"chunk of {len(data)} bytes exceeds {max_size}")
-    return data if isinstance(data, bytes) else bytes(data)
+    return data

@@ -100,11 +100,8 @@ def _check_key(key: bytes) -> None:
 
 def _seal_with_nonce(key: bytes, nonce: bytes, plaintext: Buffer, aad: Buffer) -> bytes:
     """Seal with a given nonce. Only for known-answer tests: reusing a nonce is fatal."""
-    _check_key(key)
-    size = len(memoryview(plaintext).cast("B"))
-    out = bytearray(NONCE_SIZE + size + TAG_SIZE)
-    out[:NONCE_SIZE] = nonce
-    gcm.seal_into(key, nonce, aad, plaintext, memoryview(out)[NONCE_SIZE:])
+    out = bytearray(len(memoryview(plaintext).cast("B")) + OVERHEAD)
+    _seal_into_with_nonce(key, nonce, plaintext, aad, out)
     return bytes(out)
 
 
@@ -124,12 +121,17 @@ def open_sealed(key: bytes, blob: Buffer, aad: bytes) -> bytes:
 def seal_into(key: bytes, plaintext: Buffer, aad: bytes, out: Buffer) -> int:
     """:func:`seal` into ``out`` (at least ``len(plaintext) + OVERHEAD`` bytes, writable);
     the number of bytes written. Same layout, fresh random nonce, one pass, no copy."""
+    return _seal_into_with_nonce(key, secrets.token_bytes(NONCE_SIZE), plaintext, aad, out)
+
+
+def _seal_into_with_nonce(
+    key: bytes, nonce: bytes, plaintext: Buffer, aad: Buffer, out: Buffer
+) -> int:
     _check_key(key)
     size = len(memoryview(plaintext).cast("B"))
     view = memoryview(out).cast("B")
     if len(view) < size + OVERHEAD:
         raise ValueError(f"output buffer of {len(view)} bytes, need {size + OVERHEAD}")
-    nonce = secrets.token_bytes(NONCE_SIZE)
     view[:NONCE_SIZE] = nonce
     gcm.seal_into(key, nonce, aad, plaintext, view[NONCE_SIZE : size + OVERHEAD])
     return size + OVERHEAD

@@ -9,6 +9,8 @@ transfer and the final ``fsync`` finds little left. ``posix_fadvise`` and
 
 Guarantee: nothing. This only starts work early; durability still comes from the
 caller's own ``fsync``, which also reports any error the early sync swallowed.
+Writers keep a count of bytes written since the last early sync and pass it through
+:func:`count_written`, which starts the sync every :data:`SYNC_STEP` bytes.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import os
 
 from common import background
 
-__all__ = ["PURPOSE", "SYNC_STEP", "sync_soon"]
+__all__ = ["PURPOSE", "SYNC_STEP", "count_written", "sync_soon"]
 
 PURPOSE = "early-sync"
 
@@ -39,3 +41,13 @@ def sync_soon(fd: int) -> None:
     """``fdatasync`` the file open on ``fd`` in the background; ``fd`` stays the caller's."""
     with contextlib.suppress(OSError):  # a missed early start costs only time
         background.submit(PURPOSE, _sync_and_close, os.dup(fd))
+
+
+def count_written(fd: int, unsynced: int, written: int) -> int:
+    """Add ``written`` bytes to a file's ``unsynced`` count; at :data:`SYNC_STEP`, start an
+    early sync of ``fd`` and count from zero again. Returns the new count."""
+    unsynced += written
+    if unsynced < SYNC_STEP:
+        return unsynced
+    sync_soon(fd)
+    return 0

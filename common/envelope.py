@@ -121,10 +121,7 @@ def encode_envelope(env: Envelope) -> bytes:
 def decode_envelope(data: bytes | memoryview) -> Envelope:
     """Parse and validate an envelope frame; RemoteProtocolError on anything else."""
     _check_version_prefix(data)
-    try:
-        items = _unpack(data)
-    except DECODE_ERRORS as exc:
-        raise RemoteProtocolError(f"envelope: malformed msgpack: {exc}") from exc
+    items = _unpack_items(data)
     env = _envelope_from_items(items)
     if _pack(items) != data:
         raise RemoteProtocolError("envelope: non-canonical msgpack encoding")
@@ -133,16 +130,24 @@ def decode_envelope(data: bytes | memoryview) -> Envelope:
 
 def peek_request_id(data: bytes | memoryview) -> bytes:
     """The request id of an envelope frame; RemoteProtocolError if there is none."""
-    try:
-        items = _unpack(data)
-    except DECODE_ERRORS as exc:
-        raise RemoteProtocolError(f"envelope: malformed msgpack: {exc}") from exc
-    if type(items) is not list or len(items) != _ENVELOPE_LEN:
-        raise RemoteProtocolError(f"envelope: expected an array of {_ENVELOPE_LEN} elements")
-    request_id = items[4]
+    request_id = _checked_items(_unpack_items(data))[4]
     if type(request_id) is not bytes or len(request_id) != ID_LEN:
         raise RemoteProtocolError(f"envelope: request_id must be {ID_LEN} bytes")
     return request_id
+
+
+def _unpack_items(data: bytes | memoryview) -> Any:
+    try:
+        return _unpack(data)
+    except DECODE_ERRORS as exc:
+        raise RemoteProtocolError(f"envelope: malformed msgpack: {exc}") from exc
+
+
+def _checked_items(items: object) -> list[Any]:
+    """``items`` if it is a list of the envelope's length, else RemoteProtocolError."""
+    if type(items) is not list or len(items) != _ENVELOPE_LEN:
+        raise RemoteProtocolError(f"envelope: expected an array of {_ENVELOPE_LEN} elements")
+    return items
 
 
 def _check_version_prefix(data: bytes | memoryview) -> None:
@@ -155,9 +160,7 @@ def _check_version_prefix(data: bytes | memoryview) -> None:
 
 
 def _envelope_from_items(items: object) -> Envelope:
-    if type(items) is not list or len(items) != _ENVELOPE_LEN:
-        raise RemoteProtocolError(f"envelope: expected an array of {_ENVELOPE_LEN} elements")
-    version, msg_type, client_id, key_id, request_id, flags, codec, stream = items
+    version, msg_type, client_id, key_id, request_id, flags, codec, stream = _checked_items(items)
     if check_uint(version, "version", U63_MAX) != PROTOCOL_VERSION:
         raise UnsupportedVersionError(
             f"unsupported protocol version {version} (this side speaks {PROTOCOL_VERSION})"

@@ -117,24 +117,22 @@ class _KeyState:
         """The 16-byte tag of ``ciphertext`` and ``aad`` under ``nonce``."""
         digest = create_string_buffer(BLOCK)
         table = self._ghash_key.get()
-
-        def absorb(data: memoryview | bytes) -> None:
-            whole = len(data) - len(data) % BLOCK
-            if whole:
-                _check(
-                    _GHASH.ghash(digest, c_uint8_ptr(data), c_size_t(whole), digest, table),
-                    "GHASH",
-                )
-            if whole < len(data):  # the last partial block, zero-padded
-                tail = bytes(data[whole:]).ljust(BLOCK, b"\x00")
-                _check(_GHASH.ghash(digest, tail, c_size_t(BLOCK), digest, table), "GHASH")
-
-        absorb(aad)
-        absorb(ciphertext)
-        absorb(_LENGTHS.pack(8 * len(aad), 8 * len(ciphertext)))
+        _absorb(digest, table, aad)
+        _absorb(digest, table, ciphertext)
+        _absorb(digest, table, _LENGTHS.pack(8 * len(aad), 8 * len(ciphertext)))
         mask = self.block(nonce + _FIRST_COUNTER)
         value = int.from_bytes(get_raw_buffer(digest), "big") ^ int.from_bytes(mask, "big")
         return value.to_bytes(BLOCK, "big")
+
+
+def _absorb(digest: Any, table: Any, data: memoryview | bytes) -> None:
+    """Feed ``data`` into the running GHASH ``digest``, its last partial block zero-padded."""
+    whole = len(data) - len(data) % BLOCK
+    if whole:
+        _check(_GHASH.ghash(digest, c_uint8_ptr(data), c_size_t(whole), digest, table), "GHASH")
+    if whole < len(data):
+        tail = bytes(data[whole:]).ljust(BLOCK, b"\x00")
+        _check(_GHASH.ghash(digest, tail, c_size_t(BLOCK), digest, table), "GHASH")
 
 
 _states: dict[bytes, _KeyState] = {}

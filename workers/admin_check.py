@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from common import crypto
-from common.compress import decompress_chunk
+from common.compress import Buffer, decompress_chunk
 from common.errors import IntegrityError, RemoteProtocolError, StorageError
 from workers.admin_store import AdminStore, StoredFile
 from workers.blobs import Blobs
@@ -47,7 +47,7 @@ def _data_key(master: MasterKey, file: StoredFile) -> bytes:
         raise _ChunkProblem("the data key does not open under the master key") from None
 
 
-def _open(blobs: Blobs, key: bytes, file: StoredFile, row: ChunkRow) -> bytes:
+def _open(blobs: Blobs, key: bytes, file: StoredFile, row: ChunkRow) -> Buffer:
     """The plaintext of one chunk, checked against its row; _ChunkProblem otherwise."""
     where = f"chunk {row.index}"
     try:
@@ -106,7 +106,7 @@ def check_file(store: AdminStore, blobs: Blobs, master: MasterKey, file: StoredF
 
 def plaintext(
     store: AdminStore, blobs: Blobs, master: MasterKey, file: StoredFile
-) -> Iterator[bytes]:
+) -> Iterator[Buffer]:
     """The file's contents, chunk by chunk, checked as :func:`check_file` checks them;
     IntegrityError at the first chunk that fails."""
     try:

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from common import background
 from common.crypto import OVERHEAD
-from common.earlysync import SYNC_STEP, sync_soon
+from common.earlysync import count_written
 from common.errors import StorageError
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "REMOVAL", "Blobs", "Slot", "slot_offset"]
@@ -263,10 +263,7 @@ class Blobs:
     def _written(self, transfer_id: bytes, fd: int, count: int) -> None:
         if not self._background:
             return
-        unsynced = self._unsynced.pop(transfer_id, 0) + count
-        if unsynced >= SYNC_STEP:
-            unsynced = 0
-            sync_soon(fd)
+        unsynced = count_written(fd, self._unsynced.pop(transfer_id, 0), count)
         self._unsynced[transfer_id] = unsynced  # most recent last
         while len(self._unsynced) > _TRACKED:
             del self._unsynced[next(iter(self._unsynced))]

@@ -25,12 +25,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from common import crypto
-from common.compress import decompress_chunk
+from common.compress import Buffer, decompress_chunk
 from common.errors import RefusedError, RemoteProtocolError
 from common.fields import ID_LEN, MAX_LIST_LEN
 from common.messages import (
     ChunkStored,
-    Codec,
     ErrorCode,
     StreamPosition,
     UploadBegin,
@@ -164,7 +163,7 @@ class Uploads:
 
     def _plaintext(
         self, key: bytes, stream: StreamPosition, codec: int, payload: memoryview, limit: int
-    ) -> memoryview | bytes:
+    ) -> Buffer:
         """The chunk opened (into a buffer reused for every chunk) and decompressed."""
         size = max(len(payload) - crypto.OVERHEAD, 0)
         if len(self._scratch) < size:
@@ -177,9 +176,7 @@ class Uploads:
             memoryview(self._scratch),
             aad=chunk_aad(stream.transfer_id, codec),
         )
-        if codec == Codec.NONE:
-            return opened  # no copy: the caller is done with it before the next chunk
-        try:
+        try:  # Codec.NONE: the view itself; the caller is done with it before the next chunk
             return decompress_chunk(codec, opened, limit)
         except RemoteProtocolError as exc:
             raise RefusedError(ErrorCode.INTEGRITY, "the chunk does not decompress") from exc
