@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import structlog
-
 from client import session as core
 from client.identity import Identity, Pinned, pin_server, save_identity
 from client.transport import Transport
@@ -28,6 +26,7 @@ from client.transport_core import Body
 from common import keys
 from common.errors import RefusedError
 from common.keys import RsaKey
+from common.log import get_logger
 from common.messages import ErrorCode, Message
 
 __all__ = [
@@ -49,7 +48,7 @@ SESSION_ERRORS = frozenset({str(ErrorCode.UNKNOWN_SESSION), str(ErrorCode.SESSIO
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")
-_log = structlog.get_logger()
+_log = get_logger()
 
 
 @dataclass(frozen=True, slots=True)

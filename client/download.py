@@ -33,8 +33,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
-
 from client import session as core
 from client.connection import FILE_SERVICE, Account
 from client.partial import PartialDownload
@@ -47,6 +45,7 @@ from common.compress import Buffer, decompress_chunk
 from common.earlysync import count_written
 from common.errors import IntegrityError, RemoteProtocolError
 from common.fields import chunk_count_for
+from common.log import get_logger
 from common.messages import (
     DownloadBegin,
     DownloadChunk,
@@ -66,7 +65,7 @@ __all__ = [
 
 MAX_CHUNK_SIZE = 64 * 1024 * 1024  # the protocol's bound on chunk_size
 _READ_BLOCK = 1024 * 1024
-_log = structlog.get_logger()
+_log = get_logger()
 
 
 @dataclass(frozen=True, slots=True)

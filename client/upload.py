@@ -27,8 +27,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
-
 from client import session as core
 from client.connection import FILE_SERVICE, Account
 from client.progress import Progress
@@ -37,6 +35,7 @@ from common.codec import peek_request_id
 from common.compress import compress_chunk
 from common.errors import CipherdropError, IntegrityError, RefusedError, RemoteProtocolError
 from common.fields import chunk_count_for
+from common.log import get_logger
 from common.messages import (
     Codec,
     ErrorCode,
@@ -62,7 +61,7 @@ __all__ = [
 MAX_ATTEMPTS = 3  # the seed's rule: CRC ok / resend / give up after three tries
 # Chunks being compressed and sealed by a helper thread while the next one is read.
 SEAL_AHEAD = 1
-_log = structlog.get_logger()
+_log = get_logger()
 
 
 class FileAccessError(CipherdropError):

@@ -19,11 +19,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import structlog
+from common.log import get_logger
 
 __all__ = ["settle", "submit"]
 
-_log = structlog.get_logger()
+_log = get_logger()
 _pools: dict[str, ThreadPoolExecutor] = {}
 _lock = threading.Lock()
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import structlog
 
 from client import session as native
-from client.transport import AsyncTransport
+from client.async_transport import AsyncTransport
 from common import keys
 from common.errors import CipherdropError, ConfigError
 from common.log import configure_logging

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from client import session as native
-from client.transport import AsyncTransport, unwrap
+from client.async_transport import AsyncTransport
+from client.transport import unwrap
 from client.transport_core import Outcome
 from common import crypto, keys
 from common.body_schema import gateway_signed_bytes, legacy_grant_signed_bytes

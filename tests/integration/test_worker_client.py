@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from client.transport import AsyncTransport, Transport
+from client.async_transport import AsyncTransport
+from client.transport import Transport
 from common.codec import encode_envelope, new_request_id
 from common.errors import RefusedError
 from common.messages import PROTOCOL_VERSION, Envelope, Flags, MessageType

@@ -1,9 +1,12 @@
-"""Logging set-up: JSON lines or console output, ISO UTC timestamps, level filtering."""
+"""Logging set-up: JSON lines or console output, ISO UTC timestamps, level filtering;
+the client's logger loads structlog only for a line that is written."""
 
 from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -11,7 +14,7 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from common.log import LEVELS, configure_logging
+from common.log import LEVELS, configure_logging, get_logger
 
 
 class TerminalStream(io.StringIO):
@@ -129,3 +132,67 @@ def test_capture_logs_sees_events_and_respects_the_level() -> None:
         structlog.get_logger().info("too quiet")
         structlog.get_logger().error("stored failed", client_id="c9")
     assert captured == [{"event": "stored failed", "client_id": "c9", "log_level": "error"}]
+
+
+def test_get_logger_writes_like_structlog_with_bound_context() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    logger = get_logger(service="file").bind(request_id="r-1")
+    logger.debug("hidden")
+    logger.warning("slow disk", free=3)
+    try:
+        raise OSError("gone")
+    except OSError:
+        logger.exception("write failed")
+    first, second = json_lines(stream)
+    assert (first["event"], first["level"], first["free"]) == ("slow disk", "warning", 3)
+    assert (first["service"], first["request_id"]) == ("file", "r-1")
+    assert (second["event"], second["level"]) == ("write failed", "error")
+    assert "OSError: gone" in str(second["exception"])
+
+
+def test_get_logger_follows_capture_logs() -> None:
+    logger = get_logger()
+    logger.info("before")
+    with capture_logs() as captured:
+        logger.info("inside", n=1)
+    assert captured == [{"event": "inside", "n": 1, "log_level": "info"}]
+
+
+def _run_fresh(code: str) -> str:
+    """Run ``code`` in a new interpreter (nothing loaded yet) and return its output."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout + done.stderr
+
+
+def test_a_command_path_that_writes_no_line_never_loads_structlog() -> None:
+    out = _run_fresh(
+        "import sys, io\n"
+        "import client.cli, client.commands, client.upload, client.download\n"
+        "from common.log import configure_logging, get_logger\n"
+        "configure_logging('warning', 'json', io.StringIO())\n"
+        "get_logger().info('quiet')\n"
+        "print(sorted(m for m in ('structlog', 'asyncio') if m in sys.modules))\n"
+    )
+    assert out.strip() == "[]"
+
+
+def test_the_last_deferred_configuration_applies_on_the_first_written_line() -> None:
+    out = _run_fresh(
+        "import sys\n"
+        "from common.log import configure_logging, get_logger\n"
+        "configure_logging('critical', 'json', sys.stdout)\n"
+        "configure_logging('warning', 'json', sys.stdout)\n"
+        "assert 'structlog' not in sys.modules\n"
+        "get_logger(side='client').info('dropped')\n"
+        "get_logger(side='client').error('written', code=7)\n"
+    )
+    [line] = [json.loads(text) for text in out.splitlines()]
+    assert (line["event"], line["level"], line["code"], line["side"]) == (
+        "written",
+        "error",
+        7,
+        "client",
+    )
