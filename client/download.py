@@ -192,6 +192,7 @@ def _download(
         raise FileAccessError(f"cannot write {partial.part}: {exc.strerror or exc}") from exc
     finally:
         os.close(fd)
+        partial.close()
     _place(partial, options.force)
     fetched = ready.chunk_count - resume
     _log.info("download.done", name=name, size=ready.size, fetched=fetched, resumed=resume)

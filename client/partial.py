@@ -7,11 +7,16 @@ authenticated. Chunks are written in order, so "the first ``received`` chunks" s
 
 Guarantees:
 
-* The state is replaced atomically (written under a temporary name, then renamed), and
-  it is written only after the chunks it counts have been written to the part file, so it
-  never claims a chunk the part file does not hold after a crash of the client. (After
-  a power cut the part file may lack data the state counts; the CRC check at the end
-  then fails and the part is discarded, so a bad file is never renamed into place.)
+* The state is one record of :data:`STATE_SIZE` bytes, overwritten in place by a single
+  write at offset 0 (never truncated, never renamed): a killed client leaves the old
+  record or the new one. It is written only after the chunks it counts have been
+  written to the part file, so it never claims a chunk the part file does not hold after
+  a crash of the client. (After a power cut the part file may lack data the state
+  counts, or the record may be torn: a record that does not parse starts the download
+  over, and a CRC mismatch at the end discards the part, so a bad file is never renamed
+  into place.) Replacing the record by rename instead cost up to 25 ms per update on
+  ext4, whose replace-by-rename rule flushes the new file while the download's own
+  writeback fills the disk queue: about a second per GiB on the writer thread.
 * :meth:`PartialDownload.resume_point` is non-zero only if the state names the very
   same server file (same transfer id, size, chunk size, chunk count and CRC) and the
   part file is long enough; anything else starts over from chunk 0.
@@ -23,18 +28,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from common.messages import DownloadReady
 
-__all__ = ["PART_SUFFIX", "STATE_SUFFIX", "PartialDownload", "part_paths"]
+__all__ = ["PART_SUFFIX", "STATE_SIZE", "STATE_SUFFIX", "PartialDownload", "part_paths"]
 
 PART_SUFFIX = ".cipherdrop-part"
 STATE_SUFFIX = ".cipherdrop-state"
 _STATE_VERSION = 1
 _MAX_STATE = 4096  # bytes: a state file bigger than this is not ours
+STATE_SIZE = 512  # the record, space-padded: one write within one disk sector
 
 
 def part_paths(target: Path) -> tuple[Path, Path]:
@@ -62,6 +68,7 @@ class PartialDownload:
     target: Path
     ready: DownloadReady
     received: int = 0  # chunks 0 .. received-1 are written and authenticated
+    _state_fd: int | None = field(default=None, repr=False)
 
     @property
     def part(self) -> Path:
@@ -104,16 +111,20 @@ class PartialDownload:
     def save(self) -> None:
         """Record ``received`` (after the chunks it counts were written)."""
         record = {"version": _STATE_VERSION, **_identity(self.ready), "received": self.received}
-        temporary = self.state.with_name(self.state.name + ".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, json.dumps(record).encode())
-        finally:
-            os.close(fd)
-        os.replace(temporary, self.state)
+        if self._state_fd is None:  # emptied once, then only ever overwritten
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+            self._state_fd = os.open(self.state, flags, 0o600)
+        os.pwrite(self._state_fd, json.dumps(record).encode().ljust(STATE_SIZE), 0)
+
+    def close(self) -> None:
+        """Close the state file (it stays for a later run to resume from)."""
+        if self._state_fd is not None:
+            os.close(self._state_fd)
+            self._state_fd = None
 
     def discard(self) -> None:
         """Remove the part and state files (after a failed check, or once placed)."""
+        self.close()
         for path in (self.part, self.state):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()

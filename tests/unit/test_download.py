@@ -14,7 +14,7 @@ import pytest
 from client import session as core
 from client.download import open_chunk_data
 from client.listing import format_size, format_table, to_json
-from client.partial import PartialDownload, part_paths
+from client.partial import STATE_SIZE, PartialDownload, part_paths
 from client.sources import download_targets, upload_sources
 from client.upload import FileAccessError
 from common import crypto
@@ -165,6 +165,7 @@ def saved(tmp_path: Path, received: int, part_size: int, info: DownloadReady) ->
     os.close(fd)
     partial.received = received
     partial.save()
+    partial.close()
     return partial
 
 
@@ -199,6 +200,23 @@ def test_no_resume_when_the_part_file_is_short_or_the_state_is_junk(tmp_path: Pa
     partial.discard()
     assert not partial.part.exists() and not partial.state.exists()
     assert partial.resume_point() == 0
+
+
+def test_saves_overwrite_one_fixed_size_record_in_place(tmp_path: Path) -> None:
+    partial = saved(tmp_path, 1, 2 * CHUNK, ready())
+    partial.state.write_bytes(b"x" * (2 * STATE_SIZE))  # a longer leftover: emptied first
+    inode = partial.state.stat().st_ino
+    for received in (1, 2):
+        partial.received = received
+        partial.save()
+        assert partial.state.stat().st_size == STATE_SIZE
+        assert PartialDownload(tmp_path / "f", ready()).resume_point() == received
+    partial.close()
+    assert partial.state.stat().st_ino == inode  # written in place, never renamed over
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        ".f.cipherdrop-part",
+        ".f.cipherdrop-state",
+    ]
 
 
 def test_a_new_download_truncates_an_old_part_file(tmp_path: Path) -> None:
