@@ -9,6 +9,14 @@ for single blocks and the expanded H are made once per key (:func:`_state`, a sm
 bounded cache) and each message costs one CTR pass, one GHASH pass and one block
 encryption, all in pycryptodome's compiled code.
 
+Two paths, same output. A message of more than :data:`SMALL` bytes (a chunk) runs CTR and
+GHASH over its bulk with the GIL released, so other threads work meanwhile. A small one
+(every request and reply) takes four short calls that keep the GIL (:func:`_holding_gil`):
+the keystream and ``E(K, J0)`` from one block-cipher call over the counter blocks, one
+GHASH call over the padded whole, and two XORs. Each release of the GIL costs a wait to
+get it back when other threads are busy, and a transfer always has some: a 40-byte seal
+takes 13-19 instead of 61 us alone, 10-17 instead of 99 us beside a busy thread.
+
 The construction is the standard one, for 96-bit nonces and 128-bit tags only:
 ``J0 = nonce || 0^31 || 1``; the ciphertext is AES-CTR from ``inc32(J0)``; the tag is
 ``E(K, J0) xor GHASH_H(A || pad || C || pad || len(A) || len(C))``. Output is byte for
@@ -16,28 +24,30 @@ byte pycryptodome's, which ``tests/unit/test_gcm.py`` checks on random inputs of
 size class, beside NIST/McGrew-Viega vectors. :func:`open_into` checks the tag (in
 constant time) *before* decrypting, so ``out`` is left untouched when it fails.
 
-Thread safety: the per-key state is read-only once made; every message gets its own
+Thread safety: the per-key state is read-only once made; every large message gets its own
 CTR state. The cache holds expanded keys, never more than :data:`CACHE_SIZE` of them.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hmac
 import struct
 import threading
+from collections.abc import Sized
 from typing import Any
 
 from Crypto.Cipher import AES
 from Crypto.Cipher import _mode_gcm as _gcm
 from Crypto.Cipher._mode_ctr import raw_ctr_lib
 from Crypto.Cipher._mode_ecb import raw_ecb_lib
+from Crypto.Util import strxor as _strxor_module
 from Crypto.Util._raw_api import (
     SmartPointer,
     VoidPointer,
     c_size_t,
     c_uint8_ptr,
     create_string_buffer,
-    get_raw_buffer,
 )
 
 __all__ = ["CACHE_SIZE", "MAX_MESSAGE", "NONCE_SIZE", "TAG_SIZE", "open_into", "seal_into"]
@@ -55,6 +65,32 @@ _LENGTHS = struct.Struct(">QQ")
 _ZERO_BLOCK = bytes(BLOCK)
 _FIRST_COUNTER = b"\x00\x00\x00\x01"  # J0's counter
 _DATA_COUNTER = b"\x00\x00\x00\x02"  # inc32(J0): the first keystream block for data
+# Messages up to this size (requests, replies, listings) take the two-call path
+# (seal_small); above it the CTR and GHASH passes run with the GIL released.
+SMALL = 1024
+# The counter blocks' last four bytes for J0 and a small message: 1, 2, 3, ...
+_COUNTERS = [n.to_bytes(4, "big") for n in range(1, SMALL // BLOCK + 2)]
+
+
+def _holding_gil(function: Any, restype: Any, *argtypes: Any) -> Any:
+    """The C function ``function`` of a ctypes ``CDLL``, called without releasing the GIL.
+
+    ctypes releases the GIL around every foreign call, and getting it back means waiting
+    for whichever thread took it meanwhile. For a call of a few microseconds that wait is
+    the cost: with one other busy thread a small seal took 140 instead of 47 us, and the
+    transfer loops always have other threads. Calls on a few blocks keep the GIL; the
+    bulk passes over a large message (CTR, GHASH) still release it.
+    """
+    address = ctypes.cast(function, ctypes.c_void_p).value
+    if address is None:
+        raise ImportError("pycryptodome's compiled code is missing")
+    return ctypes.PYFUNCTYPE(restype, *argtypes)(address)
+
+
+_int, _ptr, _bytes, _size = ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t
+_ecb_encrypt = _holding_gil(raw_ecb_lib.ECB_encrypt, _int, _ptr, _bytes, _bytes, _size)
+_ghash_small = _holding_gil(_GHASH.ghash, _int, _bytes, _bytes, _size, _bytes, _ptr)
+_strxor = _holding_gil(_strxor_module._raw_strxor.strxor, None, _bytes, _bytes, _bytes, _size)
 
 
 class _KeyState:
@@ -70,21 +106,19 @@ class _KeyState:
         base.release()  # now owned by the ECB state
         self._ecb = SmartPointer(ecb.get(), raw_ecb_lib.ECB_stop_operation)
         expanded = VoidPointer()
-        hash_subkey = self.block(_ZERO_BLOCK)
+        hash_subkey = self.blocks(_ZERO_BLOCK)
         _check(_GHASH.ghash_expand(c_uint8_ptr(hash_subkey), expanded.address_of()), "GHASH")
         self._ghash_key = SmartPointer(expanded.get(), _GHASH.ghash_destroy)
 
     def _aes(self) -> Any:
         return AES._create_base_cipher({"key": self._key})  # type: ignore[no-untyped-call]
 
-    def block(self, data: bytes) -> bytes:
-        """E(K, data) for one 16-byte block."""
-        out = create_string_buffer(BLOCK)
-        _check(
-            raw_ecb_lib.ECB_encrypt(self._ecb.get(), c_uint8_ptr(data), out, c_size_t(BLOCK)),
-            "AES",
-        )
-        return bytes(get_raw_buffer(out))
+    def blocks(self, data: bytes) -> bytes:
+        """E(K, block) for each 16-byte block of ``data``."""
+        out = create_string_buffer(len(data))
+        _check(_ecb_encrypt(self._ecb.get(), data, out, len(data)), "AES")
+        encrypted: bytes = out.raw
+        return encrypted
 
     def ctr(self, nonce: bytes, source: memoryview, target: memoryview) -> None:
         """``target = source xor keystream`` from counter block ``inc32(J0)``."""
@@ -113,26 +147,69 @@ class _KeyState:
         finally:
             raw_ctr_lib.CTR_stop_operation(state.get())
 
-    def tag(self, nonce: bytes, aad: memoryview, ciphertext: memoryview) -> bytes:
+    def tag(self, nonce: bytes, aad: bytes, ciphertext: memoryview) -> bytes:
         """The 16-byte tag of ``ciphertext`` and ``aad`` under ``nonce``."""
         digest = create_string_buffer(BLOCK)
         table = self._ghash_key.get()
-        _absorb(digest, table, aad)
-        _absorb(digest, table, ciphertext)
-        _absorb(digest, table, _LENGTHS.pack(8 * len(aad), 8 * len(ciphertext)))
-        mask = self.block(nonce + _FIRST_COUNTER)
-        value = int.from_bytes(get_raw_buffer(digest), "big") ^ int.from_bytes(mask, "big")
-        return value.to_bytes(BLOCK, "big")
+        head = _padded(aad)
+        _check(_ghash_small(digest, head, len(head), _ZERO_BLOCK, table), "GHASH")
+        whole = len(ciphertext) - len(ciphertext) % BLOCK
+        if whole:  # the bulk, with the GIL released
+            _check(
+                _GHASH.ghash(digest, c_uint8_ptr(ciphertext), c_size_t(whole), digest, table),
+                "GHASH",
+            )
+        tail = _padded(bytes(ciphertext[whole:])) + _lengths(aad, ciphertext)
+        _check(_ghash_small(digest, tail, len(tail), digest, table), "GHASH")
+        return _xor(digest.raw, self.blocks(nonce + _FIRST_COUNTER))
+
+    def seal_small(self, nonce: bytes, aad: bytes, plaintext: bytes) -> bytes:
+        """``ciphertext || tag`` of a message of at most :data:`SMALL` bytes.
+
+        One block-cipher call makes ``E(K, J0)`` and the keystream, one GHASH call hashes
+        everything, and two XORs: four short foreign calls, all holding the GIL, instead of
+        seven that each give it up.
+        """
+        stream = self._small_stream(nonce, len(plaintext))
+        ciphertext = _xor(plaintext, stream[BLOCK : BLOCK + len(plaintext)])
+        return ciphertext + self._small_tag(stream, aad, ciphertext)
+
+    def open_small(self, nonce: bytes, aad: bytes, sealed: bytes) -> bytes | None:
+        """The plaintext of a small ``ciphertext || tag``, or None if the tag is wrong."""
+        size = len(sealed) - TAG_SIZE
+        ciphertext = sealed[:size]
+        stream = self._small_stream(nonce, size)
+        if not hmac.compare_digest(self._small_tag(stream, aad, ciphertext), sealed[size:]):
+            return None
+        return _xor(ciphertext, stream[BLOCK : BLOCK + size])
+
+    def _small_stream(self, nonce: bytes, size: int) -> bytes:
+        """``E(K, J0)`` followed by the keystream for ``size`` bytes."""
+        count = -(-size // BLOCK) + 1
+        return self.blocks(b"".join(map(nonce.__add__, _COUNTERS[:count])))
+
+    def _small_tag(self, stream: bytes, aad: bytes, ciphertext: bytes) -> bytes:
+        data = _padded(aad) + _padded(ciphertext) + _lengths(aad, ciphertext)
+        digest = create_string_buffer(BLOCK)
+        _check(_ghash_small(digest, data, len(data), _ZERO_BLOCK, self._ghash_key.get()), "GHASH")
+        return _xor(digest.raw, stream[:BLOCK])
 
 
-def _absorb(digest: Any, table: Any, data: memoryview | bytes) -> None:
-    """Feed ``data`` into the running GHASH ``digest``, its last partial block zero-padded."""
-    whole = len(data) - len(data) % BLOCK
-    if whole:
-        _check(_GHASH.ghash(digest, c_uint8_ptr(data), c_size_t(whole), digest, table), "GHASH")
-    if whole < len(data):
-        tail = bytes(data[whole:]).ljust(BLOCK, b"\x00")
-        _check(_GHASH.ghash(digest, tail, c_size_t(BLOCK), digest, table), "GHASH")
+def _padded(data: bytes) -> bytes:
+    return data + bytes(-len(data) % BLOCK)
+
+
+def _lengths(aad: Sized, ciphertext: Sized) -> bytes:
+    return _LENGTHS.pack(8 * len(aad), 8 * len(ciphertext))
+
+
+def _xor(data: bytes, stream: bytes) -> bytes:
+    """``data`` xor the first ``len(data)`` bytes of ``stream``, in compiled code (constant
+    time, no Python integers built from secrets)."""
+    out = create_string_buffer(len(data))
+    _strxor(data, stream, out, len(data))
+    result: bytes = out.raw
+    return result
 
 
 _states: dict[bytes, _KeyState] = {}
@@ -171,9 +248,12 @@ def seal_into(key: bytes, nonce: bytes, aad: Any, plaintext: Any, out: Any) -> N
     if len(target) != size + TAG_SIZE:
         raise ValueError(f"output must be {size + TAG_SIZE} bytes, is {len(target)}")
     state = _state(key)
+    if size <= SMALL:
+        target[:] = state.seal_small(nonce, bytes(aad), bytes(source))
+        return
     ciphertext = target[:size]
     state.ctr(nonce, source, ciphertext)
-    target[size:] = state.tag(nonce, _bytes_view(aad), ciphertext)
+    target[size:] = state.tag(nonce, bytes(aad), ciphertext)
 
 
 def open_into(key: bytes, nonce: bytes, aad: Any, sealed: Any, out: Any) -> bool:
@@ -186,8 +266,14 @@ def open_into(key: bytes, nonce: bytes, aad: Any, sealed: Any, out: Any) -> bool
     if len(target) != size:
         raise ValueError(f"output must be {size} bytes, is {len(target)}")
     state = _state(key)
+    if size <= SMALL:
+        plaintext = state.open_small(nonce, bytes(aad), bytes(blob))
+        if plaintext is None:
+            return False
+        target[:] = plaintext
+        return True
     ciphertext = blob[:size]
-    if not hmac.compare_digest(state.tag(nonce, _bytes_view(aad), ciphertext), blob[size:]):
+    if not hmac.compare_digest(state.tag(nonce, bytes(aad), ciphertext), blob[size:]):
         return False
     state.ctr(nonce, ciphertext, target)
     return True

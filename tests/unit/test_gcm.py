@@ -34,7 +34,11 @@ def sealed(key: bytes, nonce: bytes, aad: bytes, plaintext: bytes) -> bytes:
     return bytes(out)
 
 
-sizes = st.one_of(st.integers(0, 70), st.sampled_from([255, 256, 257, 4095, 4096, 65537]))
+# Around the small-message bound too: the two paths must agree at every size.
+sizes = st.one_of(
+    st.integers(0, 70),
+    st.sampled_from([255, 256, 257, gcm.SMALL - 1, gcm.SMALL, gcm.SMALL + 1, 4096, 65537]),
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -59,9 +63,10 @@ def test_a_mebibyte_equals_pycryptodome() -> None:
     assert sealed(KEY, NONCE, aad, plaintext) == reference(KEY, NONCE, aad, plaintext)
 
 
+@pytest.mark.parametrize("size", [100, gcm.SMALL + 100])  # both paths
 @pytest.mark.parametrize("part", ["ciphertext", "tag", "aad", "nonce", "key"])
-def test_any_change_fails_and_leaves_out_untouched(part: str) -> None:
-    key, nonce, aad, plaintext = KEY, NONCE, b"header", os.urandom(100)
+def test_any_change_fails_and_leaves_out_untouched(part: str, size: int) -> None:
+    key, nonce, aad, plaintext = KEY, NONCE, b"header", os.urandom(size)
     blob = bytearray(sealed(key, nonce, aad, plaintext))
     if part == "ciphertext":
         blob[3] ^= 1
@@ -106,7 +111,7 @@ def test_the_key_cache_stays_bounded_and_evicted_keys_still_work() -> None:
 
 
 def test_threads_sealing_under_one_key_get_pycryptodome_results() -> None:
-    plaintexts = [os.urandom(4096 + n) for n in range(8)]
+    plaintexts = [os.urandom(300 * n + 7) for n in range(8)]  # small and large
     results: dict[int, bytes] = {}
 
     def work(n: int) -> None:
