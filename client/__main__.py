@@ -2,6 +2,6 @@
 
 import sys
 
-from client.cli import main
+from client.cli import run
 
-sys.exit(main())
+sys.exit(run())

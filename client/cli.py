@@ -215,3 +215,21 @@ def main(
         print(f"cipherdrop: error: {_message(exc, ctx.endpoint)}", file=err, flush=True)
         return exit_status_for(exc)
     return ExitStatus.OK
+
+
+def run() -> int:
+    """The ``cipherdrop`` command: :func:`main`, then leave without the interpreter's teardown.
+
+    When :func:`main` returns, the command's work is finished: files written are fsynced
+    and closed, every reply awaited has come. Python's own shutdown (freeing several
+    hundred modules and their objects) then took about 65 ms more per command, a fifth of
+    a small ``get``; so the process flushes its output and exits at once. Returns only if
+    the output cannot be flushed (a closed pipe), for the interpreter's exit to report.
+    """
+    status = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:
+        return status
+    os._exit(status)

@@ -324,3 +324,60 @@ def test_transfer_info_endpoint_wins_over_the_environment(registered: Path, tmp_
     )
     assert code == ExitStatus.UNREACHABLE
     assert f"cannot reach the server at tcp://127.0.0.1:{port}:" in err
+
+
+class _Exited(Exception):
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+class _Stream(io.StringIO):
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__()
+        self.fail = fail
+        self.flushed = False
+
+    def flush(self) -> None:
+        if self.fail:
+            raise BrokenPipeError("closed")
+        self.flushed = True
+
+
+def test_run_flushes_the_output_and_exits_with_the_status(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out, err = _Stream(), _Stream()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.setattr(cli, "main", lambda: ExitStatus.FILE_ERROR)
+
+    def exit_now(status: int) -> None:
+        raise _Exited(status)
+
+    monkeypatch.setattr(cli.os, "_exit", exit_now)
+    with pytest.raises(_Exited) as info:
+        cli.run()
+    assert info.value.status == ExitStatus.FILE_ERROR
+    assert out.flushed and err.flushed
+
+
+def test_run_returns_the_status_when_the_output_cannot_be_flushed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "stdout", _Stream(fail=True))
+    monkeypatch.setattr(cli, "main", lambda: ExitStatus.OK)
+    monkeypatch.setattr(cli.os, "_exit", lambda status: pytest.fail("exited despite a lost flush"))
+    assert cli.run() == ExitStatus.OK
+
+
+def test_the_real_command_prints_its_whole_result_before_exiting(registered: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "client", "whoami", "--home", str(registered)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert "alice" in result.stdout and result.stdout.endswith("\n")
