@@ -10,7 +10,8 @@ bounded cache) and each message costs one CTR pass, one GHASH pass and one block
 encryption, all in pycryptodome's compiled code.
 
 Two paths, same output. A message of more than :data:`SMALL` bytes (a chunk) runs CTR and
-GHASH over its bulk with the GIL released, so other threads work meanwhile. A small one
+GHASH over its bulk with the GIL released, so other threads work meanwhile; its short
+calls (CTR start and stop, the AAD, the tail and lengths, the tag mask) keep it. A small one
 (every request and reply) takes four short calls that keep the GIL (:func:`_holding_gil`):
 the keystream and ``E(K, J0)`` from one block-cipher call over the counter blocks, one
 GHASH call over the padded whole, and two XORs. Each release of the GIL costs a wait to
@@ -90,6 +91,18 @@ def _holding_gil(function: Any, restype: Any, *argtypes: Any) -> Any:
 _int, _ptr, _bytes, _size = ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t
 _ecb_encrypt = _holding_gil(raw_ecb_lib.ECB_encrypt, _int, _ptr, _bytes, _bytes, _size)
 _ghash_small = _holding_gil(_GHASH.ghash, _int, _bytes, _bytes, _size, _bytes, _ptr)
+_ctr_start = _holding_gil(
+    raw_ctr_lib.CTR_start_operation,
+    _int,
+    _ptr,
+    _bytes,
+    _size,
+    _size,
+    ctypes.c_uint,
+    ctypes.c_uint,
+    _ptr,
+)
+_ctr_stop = _holding_gil(raw_ctr_lib.CTR_stop_operation, _int, _ptr)
 _strxor = _holding_gil(_strxor_module._raw_strxor.strxor, None, _bytes, _bytes, _bytes, _size)
 
 
@@ -125,11 +138,11 @@ class _KeyState:
         state = VoidPointer()
         base = self._aes()
         _check(
-            raw_ctr_lib.CTR_start_operation(
+            _ctr_start(
                 base.get(),
-                c_uint8_ptr(nonce + _DATA_COUNTER),
-                c_size_t(BLOCK),
-                c_size_t(NONCE_SIZE),
+                nonce + _DATA_COUNTER,
+                BLOCK,
+                NONCE_SIZE,
                 BLOCK - NONCE_SIZE,
                 0,  # big-endian counter
                 state.address_of(),
@@ -145,7 +158,7 @@ class _KeyState:
                 "CTR",
             )
         finally:
-            raw_ctr_lib.CTR_stop_operation(state.get())
+            _ctr_stop(state.get())
 
     def tag(self, nonce: bytes, aad: bytes, ciphertext: memoryview) -> bytes:
         """The 16-byte tag of ``ciphertext`` and ``aad`` under ``nonce``."""
