@@ -66,8 +66,8 @@ _LENGTHS = struct.Struct(">QQ")
 _ZERO_BLOCK = bytes(BLOCK)
 _FIRST_COUNTER = b"\x00\x00\x00\x01"  # J0's counter
 _DATA_COUNTER = b"\x00\x00\x00\x02"  # inc32(J0): the first keystream block for data
-# Messages up to this size (requests, replies, listings) take the two-call path
-# (seal_small); above it the CTR and GHASH passes run with the GIL released.
+# Messages up to this size (requests, replies, listings) take the short path
+# (seal_small, open_small); above it the CTR and GHASH passes run with the GIL released.
 SMALL = 1024
 # The counter blocks' last four bytes for J0 and a small message: 1, 2, 3, ...
 _COUNTERS = [n.to_bytes(4, "big") for n in range(1, SMALL // BLOCK + 2)]
