@@ -58,6 +58,13 @@ def test_seal_equals_pycryptodome_and_opens(
     assert out == plaintext
 
 
+@pytest.mark.parametrize("aad_size", [0, 16, 17])
+@pytest.mark.parametrize("size", [gcm.SMALL + 1, 4096, 4100])
+def test_large_messages_with_empty_whole_or_partial_aad(size: int, aad_size: int) -> None:
+    plaintext, aad = os.urandom(size), os.urandom(aad_size)
+    assert sealed(KEY, NONCE, aad, plaintext) == reference(KEY, NONCE, aad, plaintext)
+
+
 def test_a_mebibyte_equals_pycryptodome() -> None:
     plaintext, aad = os.urandom(1 << 20), os.urandom(40)
     assert sealed(KEY, NONCE, aad, plaintext) == reference(KEY, NONCE, aad, plaintext)
