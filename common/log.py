@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from structlog.typing import BindableLogger
 
 LogFormat = Literal["auto", "json", "console"]
-LEVELS = ("debug", "info", "warning", "error", "critical")
+# The level names and their numbers (the standard library's).
 _NUMBERS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+LEVELS = tuple(_NUMBERS)
 
 # (level number, set-up) of a configuration that waits for structlog to be needed.
 _pending: tuple[int, Callable[[], None]] | None = None
@@ -70,25 +71,25 @@ class Logger:
         return Logger({**self._context, **context})
 
     def debug(self, event: str, **fields: Any) -> None:
-        self._write(10, "debug", event, fields)
+        self._write("debug", "debug", event, fields)
 
     def info(self, event: str, **fields: Any) -> None:
-        self._write(20, "info", event, fields)
+        self._write("info", "info", event, fields)
 
     def warning(self, event: str, **fields: Any) -> None:
-        self._write(30, "warning", event, fields)
+        self._write("warning", "warning", event, fields)
 
     def error(self, event: str, **fields: Any) -> None:
-        self._write(40, "error", event, fields)
+        self._write("error", "error", event, fields)
 
     def exception(self, event: str, **fields: Any) -> None:
-        self._write(40, "exception", event, fields)
+        self._write("error", "exception", event, fields)
 
-    def _write(self, level: int, method: str, event: str, fields: dict[str, Any]) -> None:
+    def _write(self, level: str, method: str, event: str, fields: dict[str, Any]) -> None:
         global _pending
         if _pending is not None:
             threshold, set_up = _pending
-            if level < threshold:
+            if _NUMBERS[level] < threshold:
                 return
             _pending = None
             set_up()
