@@ -64,8 +64,15 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 
 @translated
 def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
-    """Open (creating if needed) and migrate the database at ``path``."""
-    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=True)
+    """Open (creating if needed) and migrate the database at ``path``.
+
+    A worker's connection passes between its two threads (workers/loop.py), hence
+    ``check_same_thread=False``; they never use it at once: a worker holds one request
+    at a time.
+    """
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         conn.execute("PRAGMA journal_mode = WAL")

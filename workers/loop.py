@@ -7,8 +7,16 @@ decision is the core's. Two threads share the work:
   is being handled, so a handler slower than the broker's liveness window, such as a
   commit that syncs a gigabyte, is not taken for a dead worker), and hands requests over;
 * the thread that called :func:`run_worker` runs the handler, one request at a time. It
-  is the thread that built the handler, so objects bound to their creating thread (an
-  ``sqlite3`` connection) keep working.
+  is the thread that built the handler.
+
+Requests that ``inline`` picks (short, bounded work: one chunk of a transfer) are handled
+on the I/O thread itself. Handing a request to the other thread and its reply back costs
+two wake-ups and two hand-overs of the interpreter lock, which for a download chunk was
+more than the chunk's own work (docs/performance.md). Heartbeats wait while such a
+request runs, so ``inline`` must only pick work far shorter than the broker's liveness
+window. Either way the core holds one request at a time, so the handler never runs on
+both threads at once: state it keeps (an ``sqlite3`` connection) is used by one thread at
+a time, handed over through the request queue.
 
 It guarantees that a handler exception never ends the worker: the exception is logged
 with the request's context and answered with the reply frames that ``on_error`` returns,
@@ -45,12 +53,15 @@ from workers.runtime import (
 )
 
 Handler: TypeAlias = Callable[[list[zmq.Frame]], Sequence[BodyPart]]
+Inline: TypeAlias = Callable[[list[zmq.Frame]], bool]
 ErrorPolicy: TypeAlias = Callable[[BaseException, list[zmq.Frame]], Sequence[BodyPart]]
 
 # Longest a wait may block, so that a set ``stop`` event is seen promptly.
 STOP_CHECK = 0.1
 # Envelopes are small; a bigger first frame is not one and is not worth copying to find out.
 MAX_ENVELOPE_PEEK = 1024
+# Plain ints: pyzmq's flag enums cost more than the call they are passed to.
+_EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 # How long stopping waits for the I/O thread to say goodbye to the broker.
 _JOIN_TIMEOUT = 5.0
 
@@ -77,8 +88,13 @@ def run_worker(
     stop: threading.Event | None = None,
     on_error: ErrorPolicy = internal_error,
     context: zmq.Context[zmq.Socket[bytes]] | None = None,
+    inline: Inline | None = None,
 ) -> None:
-    """Serve ``service`` for the broker at ``endpoint`` until ``stop`` is set."""
+    """Serve ``service`` for the broker at ``endpoint`` until ``stop`` is set.
+
+    ``inline(body)`` is true for a request to handle on the I/O thread (it must not
+    raise); without it every request goes to the calling thread.
+    """
     core = WorkerCore(
         service,
         heartbeat_interval=heartbeat_interval,
@@ -87,7 +103,10 @@ def run_worker(
         reconnect_max=reconnect_max,
     )
     halt = stop if stop is not None else threading.Event()
-    io = _IoThread(core, _Shell(endpoint, service, context or zmq.Context.instance()))
+    shell = _Shell(endpoint, service, context or zmq.Context.instance())
+    io = _IoThread(
+        core, shell, lambda request: shell.handle(request, handler, on_error), inline or _never
+    )
     io.start()
     try:
         while not halt.is_set():
@@ -97,7 +116,7 @@ def run_worker(
                 continue
             if request is None:  # the I/O thread ended
                 break
-            io.post(io.shell.handle(request, handler, on_error))
+            io.post(io.answer(request))
     finally:
         io.finish()
     if io.error is not None:
@@ -107,10 +126,18 @@ def run_worker(
 class _IoThread(threading.Thread):
     """Owns the socket and the core; requests go out on a queue, replies come back."""
 
-    def __init__(self, core: WorkerCore, shell: _Shell) -> None:
+    def __init__(
+        self,
+        core: WorkerCore,
+        shell: _Shell,
+        answer: Callable[[Request], list[BodyPart]],
+        inline: Inline,
+    ) -> None:
         super().__init__(name=f"mdp-worker-io-{core.service.decode()}", daemon=True)
         self.core = core
         self.shell = shell
+        self.answer = answer
+        self.inline = inline
         self.requests: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self.error: BaseException | None = None
         self._replies: queue.SimpleQueue[list[BodyPart]] = queue.SimpleQueue()
@@ -155,19 +182,25 @@ class _IoThread(threading.Thread):
         core, shell = self.core, self.shell
         # Only finish() ends this loop, so the request being handled when ``stop`` is set
         # still gets its reply.
+        woken = False
         while not self._done.is_set():
-            self._send_replies()
+            if woken:
+                self._send_replies()
             core.tick(time.monotonic())
             shell.execute(core.drain())
             wait = min(max(core.next_deadline() - time.monotonic(), 0.0), STOP_CHECK)
-            for frames in shell.receive(wait, self._wake_r):
+            woken, messages = shell.receive(wait, self._wake_r)
+            for frames in messages:
                 self._take(frames)
             shell.execute(core.drain())
 
     def _take(self, frames: list[zmq.Frame]) -> None:
         event = self.core.receive(frames, time.monotonic())
         if isinstance(event, Request):
-            self.requests.put(event)
+            if self.inline(list(event.body)):  # type: ignore[arg-type]  # frames, copy=False
+                self._deliver(self.answer(event))
+            else:
+                self.requests.put(event)
         elif isinstance(event, Disconnected):
             self.shell.log.info("worker.disconnected_by_broker")
         elif isinstance(event, Malformed):
@@ -177,14 +210,13 @@ class _IoThread(threading.Thread):
         with contextlib.suppress(BlockingIOError):
             while os.read(self._wake_r, 4096):
                 pass
-        while True:
-            try:
-                reply = self._replies.get_nowait()
-            except queue.Empty:
-                return
-            if not self.core.reply(reply, time.monotonic()):
-                self.shell.log.info("worker.reply_dropped", reason="connection lost meanwhile")
-            self.shell.execute(self.core.drain())
+        while not self._replies.empty():  # this thread is the only reader
+            self._deliver(self._replies.get_nowait())
+
+    def _deliver(self, reply: list[BodyPart]) -> None:
+        if not self.core.reply(reply, time.monotonic()):
+            self.shell.log.info("worker.reply_dropped", reason="connection lost meanwhile")
+        self.shell.execute(self.core.drain())
 
 
 class _Shell:
@@ -215,9 +247,9 @@ class _Shell:
                     # heartbeats are periodic and clients resend requests.
                     self.log.warning("worker.send_dropped")
 
-    def receive(self, wait: float, wake_fd: int) -> list[list[zmq.Frame]]:
-        """Messages that arrive within ``wait`` seconds (or until woken), without blocking
-        once the first has come."""
+    def receive(self, wait: float, wake_fd: int) -> tuple[bool, list[list[zmq.Frame]]]:
+        """Whether ``wake_fd`` became readable, and the messages that arrive within
+        ``wait`` seconds (or until woken), without blocking once the first has come."""
         if self._poller is None or self._poller[0] is not self.socket:
             poller = zmq.Poller()
             poller.register(wake_fd, zmq.POLLIN)
@@ -226,14 +258,15 @@ class _Shell:
             self._poller = (self.socket, poller)
         poller = self._poller[1]
         ready = dict(poller.poll(int(wait * 1000)))
-        if self.socket is None or self.socket not in ready:
-            return []
+        woken = wake_fd in ready
+        socket = self.socket
+        if socket is None or socket not in ready:
+            return woken, []
         messages = []
-        while True:
-            try:
-                messages.append(self.socket.recv_multipart(flags=zmq.NOBLOCK, copy=False))
-            except zmq.Again:
-                return messages
+        # Asking the socket is cheaper than the exception a receive with nothing left raises.
+        while cast(int, socket.getsockopt(_EVENTS)) & _POLLIN:
+            messages.append(socket.recv_multipart(flags=_NOBLOCK, copy=False))
+        return woken, messages
 
     def handle(self, request: Request, handler: Handler, on_error: ErrorPolicy) -> list[BodyPart]:
         # Received with copy=False, so every body part is a zmq.Frame.
@@ -263,6 +296,10 @@ class _Shell:
         if self.socket is not None:
             self.socket.close(linger=0)
             self.socket = None
+
+
+def _never(body: list[zmq.Frame]) -> bool:
+    return False
 
 
 def _request_id(body: list[zmq.Frame]) -> str | None:

@@ -35,6 +35,7 @@ from common.codec import decode_body, decode_envelope, encode_body, error_code_f
 from common.errors import IntegrityError, RefusedError, RemoteProtocolError, StorageError
 from common.keys import RsaKey
 from common.messages import (
+    PROTOCOL_VERSION,
     Envelope,
     ErrorCode,
     ErrorReply,
@@ -64,8 +65,12 @@ Frame = bytes | zmq.Frame
 # Envelopes are a few dozen bytes; a first frame longer than this is not one.
 MAX_ENVELOPE = 1024
 _MAX_MESSAGE = 1024
-# Requests whose successful handling is logged at debug level: one per chunk.
+# Chunk requests: their successful handling is logged at debug level (one per chunk), and
+# their work is short and bounded (one chunk), so the worker loop may run them inline.
 _ROUTINE = frozenset({MessageType.UPLOAD_CHUNK, MessageType.DOWNLOAD_CHUNK})
+# An envelope's first bytes: a msgpack array of 8, the version, the type (request types are
+# below 0x80, one byte each; docs/protocol.md section 2).
+_ARRAY_OF_8 = 0x98
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +163,23 @@ class Dispatcher:
         sessions: SessionCache | None = None,
     ) -> None:
         self.routes = dict(routes)
+        self._chunk_heads = frozenset(
+            bytes((_ARRAY_OF_8, PROTOCOL_VERSION, kind)) for kind in _ROUTINE if kind in routes
+        )
         self.store = store
         self.master = master
         self.server_key = server_key
         self.sessions = sessions
+
+    def is_chunk_request(self, frames: Sequence[Frame]) -> bool:
+        """Whether ``frames`` look like a chunk request this service takes, from the
+        envelope's first three bytes alone (the worker loop's ``inline``). Never raises;
+        whatever it says, :meth:`handle` then checks the request in full."""
+        if len(frames) != 2 or not self._chunk_heads:
+            return False
+        first = frames[0]
+        head = first[:3] if isinstance(first, bytes) else bytes(first.buffer[:3])
+        return head in self._chunk_heads
 
     def handle(self, frames: Sequence[Frame], now: int) -> Handled:
         envelope: Envelope | None = None

@@ -2,16 +2,18 @@
 
     python tests/integration/echo_worker.py ENDPOINT [--service S] [--announce]
         [--delay-file PATH | --hang] [--heartbeat-interval S] [--heartbeat-liveness N]
-        [--reconnect-min S] [--reconnect-max S]
+        [--reconnect-min S] [--reconnect-max S] [--inline-prefix P]
 
-``--announce`` prints ``request <first body frame, hex>`` on stdout (flushed) as soon as a
-request arrives, so a test knows which worker holds which request. ``--delay-file PATH``
-waits the number of seconds written in PATH (read at every request; no file = no delay)
-before replying (the worker keeps heartbeating meanwhile). ``--hang`` stops the whole
-process (SIGSTOP) at its first request: a hung worker, which sends nothing at all, not
-even heartbeats. A request whose last frame is
-``b"raise"`` makes the handler raise, to exercise the error policy. SIGTERM/SIGINT stop
-the worker cleanly.
+``--inline-prefix P`` handles requests whose last frame starts with P on the worker's I/O
+thread (``run_worker``'s ``inline``). A request whose last frame ends with ``thread?`` is
+answered with the name of the thread that handled it appended. ``--announce`` prints
+``request <first body frame, hex>`` on stdout (flushed) as soon as a request arrives, so a
+test knows which worker holds which request. ``--delay-file PATH`` waits the number of
+seconds written in PATH (read at every request; no file = no delay) before replying (the
+worker keeps heartbeating meanwhile). ``--hang`` stops the whole process (SIGSTOP) at its
+first request: a hung worker, which sends nothing at all, not even heartbeats. A request
+whose last frame is ``b"raise"`` makes the handler raise, to exercise the error policy.
+SIGTERM/SIGINT stop the worker cleanly.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--heartbeat-liveness", type=int, default=3)
     parser.add_argument("--reconnect-min", type=float, default=0.1)
     parser.add_argument("--reconnect-max", type=float, default=5.0)
+    parser.add_argument("--inline-prefix", type=os.fsencode)
     return parser.parse_args()
 
 
@@ -64,6 +67,8 @@ def make_handler(
             time.sleep(float(args.delay_file.read_text() or 0))  # simulated work
         if body and body[-1].bytes == b"raise":
             raise RuntimeError("asked to fail")
+        if body and body[-1].bytes.endswith(b"thread?"):
+            return [*body, threading.current_thread().name.encode()]
         return list(body)
 
     return handle
@@ -88,7 +93,12 @@ def main() -> None:
         reconnect_min=args.reconnect_min,
         reconnect_max=args.reconnect_max,
         stop=stop,
+        inline=None if args.inline_prefix is None else starts_with(args.inline_prefix),
     )
+
+
+def starts_with(prefix: bytes) -> Callable[[list[zmq.Frame]], bool]:
+    return lambda body: bool(body) and body[-1].bytes.startswith(prefix)
 
 
 if __name__ == "__main__":

@@ -236,3 +236,16 @@ def test_a_handler_slower_than_the_liveness_window_is_not_dropped(
     assert not any(line.startswith("request ") for line in rescuer.transcript)
     events = [line for line in broker.transcript if "worker_removed" in line or "requeued" in line]
     assert events == []
+
+
+def test_requests_picked_inline_are_answered_by_the_io_thread(cluster: Cluster) -> None:
+    cluster.start_broker()
+    cluster.worker("echo", "--inline-prefix", "quick")
+    wait_for_service(cluster.endpoint, "echo")
+    env = envelope()
+    with Transport(cluster.endpoint, timeout=10.0, retries=0) as transport:
+        for _ in range(2):  # each kind twice: the threads hand the handler back and forth
+            quick = transport.request("echo", [env, b"quick thread?"])
+            assert quick == [env, b"quick thread?", b"mdp-worker-io-echo"]
+            other = transport.request("echo", [env, b"other thread?"])
+            assert other == [env, b"other thread?", b"MainThread"]
