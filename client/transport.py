@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import zmq
 
@@ -43,6 +43,10 @@ from common.log import get_logger
 from common.mdp import Part
 
 KeyOf = Callable[[Part], bytes]
+
+
+# Plain ints: pyzmq's flag enums cost more than the call they are passed to.
+_EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 
 
 def unwrap(outcome: Outcome) -> list[Body]:
@@ -112,6 +116,7 @@ class Transport(BaseTransport):
         super().__init__(endpoint, timeout=timeout, retries=retries, window=window, key_of=key_of)
         self._context = context or zmq.Context.instance()
         self._socket = self._open()
+        self._poller = self._poller_of(self._socket)
 
     def request(self, service: str, frames: Sequence[Part]) -> list[Body]:
         """Send one request and return its reply body."""
@@ -165,18 +170,20 @@ class Transport(BaseTransport):
 
     def _next(self, keys: set[bytes]) -> Outcome:
         while (outcome := self._take(keys)) is None:
-            if self._socket.poll(self._wait_ms(), zmq.POLLIN):
+            # A reply already waiting needs no poll (a chunk's usually is).
+            if self._readable() or self._poller.poll(self._wait_ms()):
                 self._read_available()
             self.core.tick(time.monotonic())
             self._execute()
         return outcome
 
+    def _readable(self) -> bool:
+        return bool(cast(int, self._socket.getsockopt(_EVENTS)) & _POLLIN)
+
     def _read_available(self) -> None:
-        while True:
-            try:
-                frames = self._socket.recv_multipart(flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
+        # Asking the socket is cheaper than the exception a receive with nothing left raises.
+        while self._readable():
+            frames = self._socket.recv_multipart(flags=_NOBLOCK, copy=False)
             self._ignored(self.core.receive(frames, time.monotonic()))
 
     def _execute(self) -> None:
@@ -185,6 +192,7 @@ class Transport(BaseTransport):
                 self._log.info("transport.reconnect")
                 self._socket.close(linger=0)
                 self._socket = self._open()
+                self._poller = self._poller_of(self._socket)
             elif isinstance(command, Send):
                 try:
                     self._socket.send_multipart(command.frames, flags=zmq.NOBLOCK, copy=False)
@@ -196,3 +204,9 @@ class Transport(BaseTransport):
         socket = self._context.socket(zmq.DEALER)
         self._configure(socket)
         return socket
+
+    @staticmethod
+    def _poller_of(socket: zmq.Socket[bytes]) -> zmq.Poller:
+        poller = zmq.Poller()  # kept: Socket.poll builds a new Poller on every call
+        poller.register(socket, zmq.POLLIN)
+        return poller
