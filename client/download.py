@@ -97,9 +97,13 @@ def open_chunk_data(
     reply: Sequence[bytes | memoryview],
     ready: DownloadReady,
     index: int,
+    out: bytearray | None = None,
 ) -> Buffer:
     """The plaintext of chunk ``index`` from a CHUNK_DATA reply, authenticated and
-    decompressed; RefusedError for an error reply, IntegrityError for a bad chunk."""
+    decompressed; RefusedError for an error reply, IntegrityError for a bad chunk.
+
+    The chunk is opened into ``out`` when it is large enough (the plaintext is then a view
+    of it, unless the chunk was compressed), else into a new buffer."""
     if len(reply) != 2:
         raise RemoteProtocolError(f"reply has {len(reply)} body frames, expected 2")
     env = decode_envelope(bytes(reply[0]))
@@ -116,7 +120,10 @@ def open_chunk_data(
     if env.stream != StreamPosition(ready.transfer_id, index, final):
         raise RemoteProtocolError(f"chunk data for another position than chunk {index}")
     # Opened into a buffer of its own (it waits for the writer): one pass, no copy.
-    opened = bytearray(max(len(reply[1]) - crypto.OVERHEAD, 0))
+    length = max(len(reply[1]) - crypto.OVERHEAD, 0)
+    if out is None or len(out) < length:
+        out = bytearray(length)
+    opened = memoryview(out)[:length]
     crypto.open_chunk_into(
         ready.data_key,
         index,
@@ -240,7 +247,8 @@ def _fetch(
                 pending.append((following, req, transport.submit(FILE_SERVICE, req.frames)))
                 following += 1
             index, req, key = pending.popleft()
-            writer.put(index, open_chunk_data(session, req, transport.result(key), ready, index))
+            reply, spare = transport.result(key), writer.spare(ready.chunk_size)
+            writer.put(index, open_chunk_data(session, req, reply, ready, index, spare), spare)
             index += 1
     except BaseException:
         writer.finish()
@@ -251,7 +259,10 @@ def _fetch(
 
 class _Writer:
     """A thread that feeds the CRC, writes chunks in order (starting their way to disk
-    early, see common.earlysync) and records progress."""
+    early, see common.earlysync) and records progress.
+
+    The buffers chunks were opened into come back for the next chunks once written: at
+    most ``window`` + 2 of them ever exist, and none is allocated and zeroed per chunk."""
 
     def __init__(
         self,
@@ -265,7 +276,8 @@ class _Writer:
         self.fd, self.partial, self.crc, self.progress = fd, partial, crc, progress
         self.every = every
         self.unsynced = 0  # bytes written since the last early sync
-        self.queue: queue.Queue[tuple[int, Buffer] | None] = queue.Queue(maxsize=window)
+        self.queue: queue.Queue[tuple[int, Buffer, bytearray] | None] = queue.Queue(window)
+        self.spares: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="download-writer", daemon=True)
         self.thread.start()
@@ -274,7 +286,7 @@ class _Writer:
         while (item := self.queue.get()) is not None:
             if self.error is not None:
                 continue  # keep draining so the fetching thread never blocks on put
-            index, plain = item
+            index, plain, buffer = item
             try:
                 _write_at(self.fd, plain, self.partial.offset(index))
                 # the disk starts now, not at the final fsync
@@ -286,15 +298,25 @@ class _Writer:
                     self.partial.save()
             except BaseException as exc:  # handed to the fetching thread by check()
                 self.error = exc
+            self.spares.put(buffer)  # written: the next chunk may be opened into it
 
     def check(self) -> None:
         """Raise what went wrong in the writer, if anything did."""
         if self.error is not None:
             raise self.error
 
-    def put(self, index: int, plain: Buffer) -> None:
+    def spare(self, size: int) -> bytearray:
+        """A buffer of ``size`` bytes to open the next chunk into."""
+        try:
+            return self.spares.get_nowait()
+        except queue.Empty:
+            return bytearray(size)
+
+    def put(self, index: int, plain: Buffer, buffer: bytearray) -> None:
+        """Write ``plain`` (a view of ``buffer`` or not) as chunk ``index``; ``buffer``
+        becomes a spare once written."""
         self.check()
-        self.queue.put((index, plain))
+        self.queue.put((index, plain, buffer))
 
     def finish(self) -> None:
         """Let the writer drain what it was given, then stop it."""

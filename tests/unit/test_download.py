@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 
 from client import session as core
-from client.download import open_chunk_data
+from client.download import _Writer, open_chunk_data
 from client.listing import format_size, format_table, to_json
 from client.partial import STATE_SIZE, PartialDownload, part_paths
+from client.progress import make_progress
 from client.sources import download_targets, upload_sources
 from client.upload import FileAccessError
 from common import crypto
+from common.cksum import Cksum, cksum
 from common.codec import encode_body
 from common.errors import IntegrityError, RefusedError, RemoteProtocolError
 from common.messages import (
@@ -78,6 +80,42 @@ def test_a_chunk_opens_and_decompresses() -> None:
     plain = b"abc" * 333 + b"d"
     req, reply = chunk_reply(1, plain, codec=Codec.ZLIB)
     assert open_chunk_data(SESSION, req, reply, ready(), 1) == plain
+
+
+def test_a_chunk_opens_into_the_buffer_given_when_it_fits() -> None:
+    plain = os.urandom(CHUNK)
+    req, reply = chunk_reply(0, plain)
+    out = bytearray(CHUNK)
+    opened = open_chunk_data(SESSION, req, reply, ready(), 0, out)
+    assert opened == plain and out == plain
+    assert isinstance(opened, memoryview) and opened.obj is out
+    small = bytearray(CHUNK - 1)
+    req, reply = chunk_reply(0, plain)
+    assert open_chunk_data(SESSION, req, reply, ready(), 0, small) == plain
+    assert small == bytearray(CHUNK - 1)  # too small: left alone, a new buffer used
+
+
+def test_the_writer_reuses_a_buffer_only_once_it_is_written(tmp_path: Path) -> None:
+    info = ready(size=6 * CHUNK)
+    partial = PartialDownload(tmp_path / "file", info)
+    fd = partial.open_part(0)
+    crc = Cksum()
+    writer = _Writer(fd, partial, crc, make_progress(0, "", quiet=True), every=100, window=2)
+    seen: list[bytearray] = []
+    for index in range(info.chunk_count):
+        buffer = writer.spare(CHUNK)
+        buffer[:] = bytes([index + 1]) * CHUNK  # what opening chunk ``index`` writes
+        writer.put(index, memoryview(buffer), buffer)
+        if all(buffer is not other for other in seen):
+            seen.append(buffer)
+    writer.finish()
+    writer.check()
+    expected = b"".join(bytes([index + 1]) * CHUNK for index in range(info.chunk_count))
+    assert os.pread(fd, len(expected) + 1, 0) == expected
+    assert (crc.length, crc.digest()) == (len(expected), cksum(expected))
+    assert len(seen) <= 2 + 2  # window + the one being written + the one being opened
+    os.close(fd)
+    partial.close()
 
 
 def test_the_final_chunk_holds_the_remainder() -> None:
