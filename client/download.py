@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 from client import session as core
 from client.connection import FILE_SERVICE, Account
@@ -257,12 +258,17 @@ def _fetch(
     writer.check()
 
 
+_Chunk: TypeAlias = tuple[int, Buffer, bytearray]  # index, plaintext, its buffer
+
+
 class _Writer:
     """A thread that feeds the CRC, writes chunks in order (starting their way to disk
     early, see common.earlysync) and records progress.
 
     The buffers chunks were opened into come back for the next chunks once written: at
-    most ``window`` + 2 of them ever exist, and none is allocated and zeroed per chunk."""
+    most ``window`` + 2 of them ever exist, and none is allocated and zeroed per chunk.
+    Waiting for a buffer is what holds the fetching thread back when the disk is slower
+    than the network: at most that many chunks are ever held."""
 
     def __init__(
         self,
@@ -276,29 +282,32 @@ class _Writer:
         self.fd, self.partial, self.crc, self.progress = fd, partial, crc, progress
         self.every = every
         self.unsynced = 0  # bytes written since the last early sync
-        self.queue: queue.Queue[tuple[int, Buffer, bytearray] | None] = queue.Queue(window)
+        self.queue: queue.SimpleQueue[_Chunk | None] = queue.SimpleQueue()
         self.spares: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self.unmade = window + 2  # buffers that may still be made
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="download-writer", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         while (item := self.queue.get()) is not None:
-            if self.error is not None:
-                continue  # keep draining so the fetching thread never blocks on put
             index, plain, buffer = item
-            try:
-                _write_at(self.fd, plain, self.partial.offset(index))
-                # the disk starts now, not at the final fsync
-                self.unsynced = count_written(self.fd, self.unsynced, len(plain))
-                self.crc.update(plain)
-                self.partial.received = index + 1
-                self.progress.update(len(plain))
-                if self.partial.received % self.every == 0:
-                    self.partial.save()
-            except BaseException as exc:  # handed to the fetching thread by check()
-                self.error = exc
+            if self.error is None:  # after an error, only hand the buffers back
+                try:
+                    self._write(index, plain)
+                except BaseException as exc:  # handed to the fetching thread by check()
+                    self.error = exc
             self.spares.put(buffer)  # written: the next chunk may be opened into it
+
+    def _write(self, index: int, plain: Buffer) -> None:
+        _write_at(self.fd, plain, self.partial.offset(index))
+        # the disk starts now, not at the final fsync
+        self.unsynced = count_written(self.fd, self.unsynced, len(plain))
+        self.crc.update(plain)
+        self.partial.received = index + 1
+        self.progress.update(len(plain))
+        if self.partial.received % self.every == 0:
+            self.partial.save()
 
     def check(self) -> None:
         """Raise what went wrong in the writer, if anything did."""
@@ -306,11 +315,12 @@ class _Writer:
             raise self.error
 
     def spare(self, size: int) -> bytearray:
-        """A buffer of ``size`` bytes to open the next chunk into."""
-        try:
-            return self.spares.get_nowait()
-        except queue.Empty:
+        """A buffer of ``size`` bytes to open the next chunk into: a written one, a new
+        one while fewer than ``window`` + 2 exist, else the next one written."""
+        if self.unmade and self.spares.empty():  # this thread is the only reader
+            self.unmade -= 1
             return bytearray(size)
+        return self.spares.get()
 
     def put(self, index: int, plain: Buffer, buffer: bytearray) -> None:
         """Write ``plain`` (a view of ``buffer`` or not) as chunk ``index``; ``buffer``
