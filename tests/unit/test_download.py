@@ -118,6 +118,23 @@ def test_the_writer_reuses_a_buffer_only_once_it_is_written(tmp_path: Path) -> N
     partial.close()
 
 
+def test_after_a_write_error_the_writer_still_hands_buffers_back(tmp_path: Path) -> None:
+    info = ready(size=6 * CHUNK)
+    partial = PartialDownload(tmp_path / "file", info)
+    os.close(partial.open_part(0))
+    fd = os.open(partial.part, os.O_RDONLY)  # every write fails
+    writer = _Writer(fd, partial, Cksum(), make_progress(0, "", quiet=True), every=100, window=1)
+    for index in range(info.chunk_count):  # twice as many chunks as buffers
+        buffer = writer.spare(CHUNK)
+        writer.queue.put((index, memoryview(buffer), buffer))  # put() would raise at once
+    writer.finish()
+    with pytest.raises(OSError):
+        writer.check()
+    assert partial.received == 0
+    os.close(fd)
+    partial.close()
+
+
 def test_the_final_chunk_holds_the_remainder() -> None:
     req, reply = chunk_reply(2, b"x" * 500)
     assert open_chunk_data(SESSION, req, reply, ready(), 2) == b"x" * 500
