@@ -21,11 +21,11 @@ from __future__ import annotations
 import io
 import os
 import stat
-from collections import deque
+import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from queue import SimpleQueue
 
 from client import session as core
 from client.connection import FILE_SERVICE, Account
@@ -229,18 +229,19 @@ def _chunk_requests(
     """The chunk requests of the chunks the server lacks, in order.
 
     Two stages overlap: this thread reads chunk ``i + 1`` and feeds the CRC (which must
-    see the file in order) while :data:`SEAL_AHEAD` helper thread(s) compress and seal the
-    chunks before it. Reading, the CRC, deflate and AES-GCM all release the GIL, so on
-    two cores the stages really run at once. Each chunk in the works has its own read
-    buffer; the sealed copy is a new buffer that the transport sends without copying.
+    see the file in order) while a helper thread (:class:`_Sealer`) compresses and seals
+    the :data:`SEAL_AHEAD` chunk(s) before it. Reading, the CRC, deflate and AES-GCM all
+    release the GIL, so on two cores the stages really run at once. Each chunk in the
+    works has its own read buffer; the sealed copy is a new buffer that the transport
+    sends without copying.
     """
     chunk_size = options.chunk_size
     count = chunk_count_for(size, chunk_size)
     stored = frozenset(ready.stored)
     buffers = [memoryview(bytearray(min(chunk_size, size))) for _ in range(SEAL_AHEAD + 1)]
-    sealing: deque[Future[tuple[core.Outgoing, int]]] = deque()
     free = 0  # the buffer no pending seal uses: the one used SEAL_AHEAD + 1 submits ago
-    with ThreadPoolExecutor(SEAL_AHEAD, thread_name_prefix="cipherdrop-seal") as sealer:
+    sealer = _Sealer(session, ready.data_key, options)
+    try:
         stream.seek(0)
         for index in range(count):
             length = min(chunk_size, size - index * chunk_size)
@@ -250,32 +251,66 @@ def _chunk_requests(
             if index in stored:  # read for the CRC only; the buffer stays free
                 progress.update(length)
                 continue
-            position = StreamPosition(ready.transfer_id, index, index == count - 1)
-            sealing.append(sealer.submit(_seal, session, ready.data_key, position, piece, options))
+            sealer.submit(StreamPosition(ready.transfer_id, index, index == count - 1), piece)
             free = (free + 1) % len(buffers)
-            if len(sealing) > SEAL_AHEAD:
-                yield _take(sealing.popleft(), in_flight)
-        while sealing:
-            yield _take(sealing.popleft(), in_flight)
+            if sealer.pending > SEAL_AHEAD:
+                yield _take(sealer.result(), in_flight)
+        while sealer.pending:
+            yield _take(sealer.result(), in_flight)
+    finally:
+        sealer.close()
     if stream.read(1):
         raise FileAccessError("the file grew while it was being read")
 
 
-def _seal(
-    session: core.Session,
-    data_key: bytes,
-    position: StreamPosition,
-    piece: memoryview,
-    options: UploadOptions,
-) -> tuple[core.Outgoing, int]:
-    codec, data = compress_chunk(piece, options.compression, options.level)
-    return core.chunk_request(session, data_key, position, codec, data), len(piece)
+class _Sealer:
+    """A helper thread that compresses and seals chunks in the order they are submitted.
+
+    Two ``SimpleQueue``s (compiled) carry the work: a ``ThreadPoolExecutor`` costs a
+    Future and a Python ``Condition`` per chunk, which on two busy cores was a noticeable
+    part of the client's interpreter time.
+    """
+
+    def __init__(self, session: core.Session, data_key: bytes, options: UploadOptions) -> None:
+        self.session, self.data_key, self.options = session, data_key, options
+        self.pending = 0  # submitted, result not yet taken
+        self._jobs: SimpleQueue[tuple[StreamPosition, memoryview] | None] = SimpleQueue()
+        self._done: SimpleQueue[tuple[core.Outgoing, int] | BaseException] = SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="cipherdrop-seal", daemon=True)
+        self._thread.start()
+
+    def submit(self, position: StreamPosition, piece: memoryview) -> None:
+        self.pending += 1
+        self._jobs.put((position, piece))
+
+    def result(self) -> tuple[core.Outgoing, int]:
+        """The oldest submitted chunk's request and plaintext length, or its error."""
+        self.pending -= 1
+        done = self._done.get()
+        if isinstance(done, BaseException):
+            raise done
+        return done
+
+    def close(self) -> None:
+        """Stop the thread once it has sealed what it was given."""
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            position, piece = job
+            try:
+                codec, data = compress_chunk(piece, self.options.compression, self.options.level)
+                request = core.chunk_request(self.session, self.data_key, position, codec, data)
+                self._done.put((request, len(piece)))
+            except BaseException as exc:  # raised in the submitting thread by result()
+                self._done.put(exc)
 
 
 def _take(
-    future: Future[tuple[core.Outgoing, int]], in_flight: dict[bytes, tuple[core.Outgoing, int]]
+    sealed: tuple[core.Outgoing, int], in_flight: dict[bytes, tuple[core.Outgoing, int]]
 ) -> core.Outgoing:
-    req, length = future.result()
+    req, length = sealed
     in_flight[req.request_id] = (req, length)
     return req
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,24 @@ def test_a_file_that_grew_while_read_is_refused(tmp_path: Path) -> None:
                 Counted(),
             )
         )
+
+
+def test_a_chunk_that_cannot_be_sealed_raises_in_the_reading_thread(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * (3 * CHUNK))
+    ready = UploadReady(TID, b"short key", ())  # AES refuses a 9-byte key
+    with path.open("rb", buffering=0) as stream, pytest.raises(ValueError):
+        assert isinstance(stream, io.FileIO)
+        list(
+            upload._chunk_requests(
+                session(),
+                stream,
+                3 * CHUNK,
+                ready,
+                UploadOptions(chunk_size=CHUNK),
+                upload.Cksum(),
+                {},
+                Counted(),
+            )
+        )
+    assert not [t for t in threading.enumerate() if t.name == "cipherdrop-seal"]
