@@ -210,8 +210,12 @@ def chunk_request(
     position: StreamPosition,
     codec: Codec,
     data: Buffer,
+    out: bytearray | None = None,
 ) -> Outgoing:
-    """UPLOAD_CHUNK: ``data`` (already compressed per ``codec``) sealed under the data key."""
+    """UPLOAD_CHUNK: ``data`` (already compressed per ``codec``) sealed under the data key.
+
+    Sealed into ``out`` when it is large enough: the payload frame then tracks when
+    ZeroMQ is done sending it (``payload.tracker``), after which ``out`` may be reused."""
     env = Envelope(
         version=PROTOCOL_VERSION,
         type=MessageType.UPLOAD_CHUNK,
@@ -224,9 +228,11 @@ def chunk_request(
     )
     aad = chunk_aad(position.transfer_id, codec)
     # Sealed straight into the buffer that is sent: one AES-GCM pass, no copy.
-    sealed = bytearray(len(memoryview(data).cast("B")) + crypto.OVERHEAD)
+    length = len(memoryview(data).cast("B")) + crypto.OVERHEAD
+    reused = out is not None and len(out) >= length
+    sealed = memoryview(out)[:length] if out is not None and reused else bytearray(length)
     crypto.seal_chunk_into(data_key, position.index, position.final, data, sealed, aad)
-    payload = zmq.Frame(sealed, copy=False)
+    payload = zmq.Frame(sealed, copy=False, track=reused)
     return Outgoing((encode_envelope(env), payload), env.request_id, MessageType.CHUNK_STORED)
 
 

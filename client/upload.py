@@ -22,14 +22,19 @@ import io
 import os
 import stat
 import threading
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from queue import SimpleQueue
 
+import zmq
+from zmq import MessageTracker
+
 from client import session as core
 from client.connection import FILE_SERVICE, Account
 from client.progress import Progress
+from common import crypto
 from common.cksum import Cksum
 from common.codec import peek_request_id
 from common.compress import compress_chunk
@@ -61,6 +66,9 @@ __all__ = [
 MAX_ATTEMPTS = 3  # the seed's rule: CRC ok / resend / give up after three tries
 # Chunks being compressed and sealed by a helper thread while the next one is read.
 SEAL_AHEAD = 1
+# Sealed buffers followed for reuse: the default window of 8 in flight, the ones being
+# sealed, and room for a few the socket has not let go of yet.
+SPARE_LIMIT = 16
 _log = get_logger()
 
 
@@ -274,6 +282,7 @@ class _Sealer:
     def __init__(self, session: core.Session, data_key: bytes, options: UploadOptions) -> None:
         self.session, self.data_key, self.options = session, data_key, options
         self.pending = 0  # submitted, result not yet taken
+        self._buffers = _SentBuffers()
         self._jobs: SimpleQueue[tuple[StreamPosition, memoryview] | None] = SimpleQueue()
         self._done: SimpleQueue[tuple[core.Outgoing, int] | BaseException] = SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="cipherdrop-seal", daemon=True)
@@ -301,10 +310,43 @@ class _Sealer:
             position, piece = job
             try:
                 codec, data = compress_chunk(piece, self.options.compression, self.options.level)
-                request = core.chunk_request(self.session, self.data_key, position, codec, data)
+                buffer = self._buffers.take(self.options.chunk_size + crypto.OVERHEAD)
+                request = core.chunk_request(
+                    self.session, self.data_key, position, codec, data, buffer
+                )
+                self._buffers.lend(buffer, request.frames[1])
                 self._done.put((request, len(piece)))
             except BaseException as exc:  # raised in the submitting thread by result()
                 self._done.put(exc)
+
+
+class _SentBuffers:
+    """Buffers chunks are sealed into, each reused once ZeroMQ has sent it: a new 1 MiB
+    buffer per chunk would be zeroed first, with the GIL held.
+
+    At most :data:`SPARE_LIMIT` are followed; one still unsent past that is left to the
+    garbage collector (freed once sent), so memory stays bounded even if a send stalls.
+    """
+
+    def __init__(self) -> None:
+        self._lent: deque[tuple[bytearray, MessageTracker]] = deque()
+
+    def take(self, size: int) -> bytearray:
+        """A sent buffer, or a new one of ``size`` bytes."""
+        for position, (buffer, tracker) in enumerate(self._lent):
+            if tracker.done:
+                del self._lent[position]
+                return buffer
+        return bytearray(size)
+
+    def lend(self, buffer: bytearray, payload: object) -> None:
+        """Follow ``buffer`` until ``payload``, the frame sealed into it, is sent."""
+        tracker = payload.tracker if isinstance(payload, zmq.Frame) else None
+        if tracker is None:  # not sealed into ``buffer`` (it was too small): let it go
+            return
+        self._lent.append((buffer, tracker))
+        if len(self._lent) > SPARE_LIMIT:
+            self._lent.popleft()
 
 
 def _take(

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import zmq
 
 from client import session as core
 from client import upload
@@ -17,7 +18,7 @@ from common import crypto
 from common.cksum import cksum
 from common.codec import decode_envelope
 from common.compress import decompress_chunk
-from common.messages import Codec, UploadReady
+from common.messages import Codec, StreamPosition, UploadReady
 
 CHUNK = 1024
 TID = b"T" * 16
@@ -120,3 +121,30 @@ def test_a_chunk_that_cannot_be_sealed_raises_in_the_reading_thread(tmp_path: Pa
             )
         )
     assert not [t for t in threading.enumerate() if t.name == "cipherdrop-seal"]
+
+
+def test_a_sealed_buffer_is_reused_only_once_zeromq_let_it_go() -> None:
+    context = zmq.Context()
+    sender, receiver = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
+    sender.bind("inproc://sent-buffers")
+    receiver.connect("inproc://sent-buffers")
+    try:
+        buffers = upload._SentBuffers()
+        size = CHUNK + crypto.OVERHEAD
+        first = buffers.take(size)
+        key, position = crypto.random_key(), StreamPosition(TID, 0, True)
+        req = core.chunk_request(session(), key, position, Codec.NONE, os.urandom(CHUNK), first)
+        payload = req.frames[1]
+        assert isinstance(payload, zmq.Frame) and payload.tracker is not None
+        buffers.lend(first, payload)
+        assert buffers.take(size) is not first  # not sent yet: a new buffer
+        sender.send(payload, copy=False)
+        assert receiver.poll(5000) and len(receiver.recv()) == size
+        tracker = payload.tracker
+        del req, payload  # the last reference to the sealed bytes outside ZeroMQ
+        assert tracker.wait(5) is None and tracker.done
+        assert buffers.take(size) is first
+    finally:
+        sender.close(linger=0)
+        receiver.close(linger=0)
+        context.term()
