@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import preallocate
 from common.messages import DownloadReady
 
 __all__ = ["PART_SUFFIX", "STATE_SIZE", "STATE_SUFFIX", "PartialDownload", "part_paths"]
@@ -101,12 +102,20 @@ class PartialDownload:
         return min(index * self.ready.chunk_size, self.ready.size)
 
     def open_part(self, resume: int) -> int:
-        """Open the part file for writing (a new empty one unless resuming); its fd."""
+        """Open the part file for writing (a new empty one unless resuming), with the
+        file's disk space reserved where the file system can (common.preallocate); its fd.
+        OSError if it cannot be opened or the space is not there."""
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         if resume == 0:
             flags |= os.O_TRUNC
         self.received = resume
-        return os.open(self.part, flags, 0o600)
+        fd = os.open(self.part, flags, 0o600)
+        try:  # the whole file's space now: a full disk shows before anything is fetched
+            preallocate.reserve(fd, 0, self.ready.size)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
 
     def save(self) -> None:
         """Record ``received`` (after the chunks it counts were written)."""
