@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from Crypto.Hash import SHA256
 from Crypto.Protocol.KDF import HKDF
 
-from common import gcm
+from common import entropy, gcm
 from common.errors import IntegrityError
 
 __all__ = [
@@ -107,7 +107,7 @@ def _seal_with_nonce(key: bytes, nonce: bytes, plaintext: Buffer, aad: Buffer) -
 
 def seal(key: bytes, plaintext: Buffer, aad: bytes) -> bytes:
     """Encrypt and authenticate ``plaintext``, authenticate ``aad``; fresh random nonce."""
-    return _seal_with_nonce(key, secrets.token_bytes(NONCE_SIZE), plaintext, aad)
+    return _seal_with_nonce(key, entropy.token_bytes(NONCE_SIZE), plaintext, aad)
 
 
 def open_sealed(key: bytes, blob: Buffer, aad: bytes) -> bytes:
@@ -121,7 +121,7 @@ def open_sealed(key: bytes, blob: Buffer, aad: bytes) -> bytes:
 def seal_into(key: bytes, plaintext: Buffer, aad: bytes, out: Buffer) -> int:
     """:func:`seal` into ``out`` (at least ``len(plaintext) + OVERHEAD`` bytes, writable);
     the number of bytes written. Same layout, fresh random nonce, one pass, no copy."""
-    return _seal_into_with_nonce(key, secrets.token_bytes(NONCE_SIZE), plaintext, aad, out)
+    return _seal_into_with_nonce(key, entropy.token_bytes(NONCE_SIZE), plaintext, aad, out)
 
 
 def _seal_into_with_nonce(

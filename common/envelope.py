@@ -22,11 +22,11 @@ is nil or ``[transfer_id, index, final]``.
 from __future__ import annotations
 
 import functools
-import secrets
 from typing import Any
 
 import msgpack
 
+from common import entropy
 from common.errors import LocalProtocolError, RemoteProtocolError, UnsupportedVersionError
 from common.fields import (
     ID_LEN,
@@ -90,7 +90,7 @@ def _pack(obj: object) -> bytes:
 
 def new_request_id() -> bytes:
     """A fresh request id: 16 bytes from the operating system's CSPRNG."""
-    return secrets.token_bytes(ID_LEN)
+    return entropy.token_bytes(ID_LEN)
 
 
 def encode_envelope(env: Envelope) -> bytes:
