@@ -240,8 +240,8 @@ def _chunk_requests(
     see the file in order) while a helper thread (:class:`_Sealer`) compresses and seals
     the :data:`SEAL_AHEAD` chunk(s) before it. Reading, the CRC, deflate and AES-GCM all
     release the GIL, so on two cores the stages really run at once. Each chunk in the
-    works has its own read buffer; the sealed copy is a new buffer that the transport
-    sends without copying.
+    works has its own read buffer; it is sealed into another buffer that the transport
+    sends without copying, and that takes a later chunk once sent (:class:`_SentBuffers`).
     """
     chunk_size = options.chunk_size
     count = chunk_count_for(size, chunk_size)
