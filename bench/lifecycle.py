@@ -7,7 +7,10 @@ Runs a real stack (broker, two workers of each kind) on 127.0.0.1 and prints:
    remote to local) of the OpenSSH baseline script run on the same file in the same run
    (``../shared/peers/openssh-baseline.sh`` next to the repository, or ``--peer``), and
    the ratio; acceptance is >= 1.0x (these runs are timed plainly, without the RSS
-   watch of section 3, which costs the command itself a few percent);
+   watch of section 3, which costs the command itself a few percent). The two take
+   turns: each round is one ``get`` of ours, then one run of the OpenSSH script, so a
+   change in the machine's load between the first and the last minute of the comparison
+   weighs on both sides alike; the medians of the rounds are compared;
 2. resume savings: an upload and a download of ``--resume-size`` bytes killed (SIGKILL)
    once half the chunks are stored / received, then run again: chunks sent again;
 3. peak RSS of client, broker and file workers for a 1 MiB and a ``--size`` (default
@@ -105,9 +108,13 @@ def mb_s(size: int, seconds: float) -> float:
     return size / seconds / 1e6
 
 
-def download_speed(stack: Stack, home: Path, source: Path, out: Path, runs: int) -> float:
+def download_speeds(
+    stack: Stack, home: Path, source: Path, out: Path, peer: Path | None, runs: int
+) -> tuple[list[float], list[float]]:
+    """MB/s of our ``get`` and of ``scp-get-aes256-gcm``, one of each per round."""
     client(stack, home, "put", "-q", str(source), "--name", "compare.bin")
-    rates = []
+    ours: list[float] = []
+    theirs: list[float] = []
     for _ in range(runs):
         # Removed before the clock starts, as the OpenSSH script removes its copy: replacing
         # a 1 GiB file would add its deletion (about 0.4 s here) to the timed run.
@@ -118,15 +125,22 @@ def download_speed(stack: Stack, home: Path, source: Path, out: Path, runs: int)
         seconds, _ = client(
             stack, home, "get", "-q", "compare.bin", "-o", str(out), watch_rss=False
         )
-        rates.append(mb_s(source.stat().st_size, seconds))
-    out.unlink()
-    return statistics.median(rates)
+        ours.append(mb_s(source.stat().st_size, seconds))
+        out.unlink()
+        if peer is not None and (rate := scp_get(peer, source)) is not None:
+            theirs.append(rate)
+    return ours, theirs
 
 
-def scp_get(peer: Path, source: Path, runs: int) -> float | None:
+def rounds(rates: list[float]) -> str:
+    return " (rounds: " + ", ".join(f"{rate:.1f}" for rate in rates) + ")"
+
+
+def scp_get(peer: Path, source: Path) -> float | None:
+    """One run of the OpenSSH script (every method once); its scp-get-aes256-gcm MB/s."""
     os.sync()  # a quiet disk to start from, as for our runs
     proc = subprocess.run(
-        ["bash", str(peer), str(source), str(runs)], capture_output=True, text=True, check=False
+        ["bash", str(peer), str(source), "1"], capture_output=True, text=True, check=False
     )
     match = re.search(r"^scp-get-aes256-gcm\s+([\d.]+) MB/s", proc.stdout, re.MULTILINE)
     if not match:
@@ -251,13 +265,16 @@ def main() -> int:
             )
             print("download vs OpenSSH (MB = 10^6 bytes):")
             compare = make_random(work / "compare.bin", args.compare_size)
-            ours = download_speed(stack, home, compare, work / "compare.out", args.runs)
-            print(f"  cipherdrop get          {ours:8.1f} MB/s ({args.compare_size / MIB:.0f} MiB)")
-            if not args.no_peer:
-                theirs = scp_get(args.peer, compare, args.runs)
-                if theirs:
-                    print(f"  scp-get-aes256-gcm      {theirs:8.1f} MB/s")
-                    print(f"  ratio                   {ours / theirs:8.2f}x (target >= 1.0x)")
+            peer = None if args.no_peer else args.peer
+            ours, theirs = download_speeds(
+                stack, home, compare, work / "compare.out", peer, args.runs
+            )
+            ours_mb, size = statistics.median(ours), f"{args.compare_size / MIB:.0f} MiB"
+            print(f"  cipherdrop get          {ours_mb:8.1f} MB/s ({size}){rounds(ours)}")
+            if theirs:
+                theirs_mb = statistics.median(theirs)
+                print(f"  scp-get-aes256-gcm      {theirs_mb:8.1f} MB/s{rounds(theirs)}")
+                print(f"  ratio                   {ours_mb / theirs_mb:8.2f}x (target >= 1.0x)")
             compare.unlink()
             print("resume after SIGKILL at half way:")
             for line in resume(stack, home, work, args.resume_size):
