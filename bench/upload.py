@@ -6,10 +6,12 @@ It starts the whole server as real processes on 127.0.0.1 (broker, one register 
 key worker, ``--file-workers`` file workers; the integration tests' ``Stack``), registers
 a client, makes a random file and a compressible text file of ``--size`` bytes (1 GiB by
 default), uploads each ``--runs`` times with the real client command and reports the
-median MB/s (MB = 10^6 bytes). It then runs the OpenSSH baseline script (by default
-``../shared/peers/openssh-baseline.sh`` next to the repository) on the same files and
-prints, last, the ratios ours / ``scp -c aes256-gcm`` with the acceptance targets
-(random >= 1.0x, text >= 0.6x).
+median MB/s (MB = 10^6 bytes). The OpenSSH baseline script (by default
+``../shared/peers/openssh-baseline.sh`` next to the repository) runs on the same files in
+turns with ours: each round is one upload of ours per file, then one run of the script
+per file (every method once), and medians of the rounds are compared. The last line
+prints the ratios ours / ``scp -c aes256-gcm`` with the acceptance targets (random >=
+1.0x, text >= 0.6x).
 
 With each of our figures comes the CPU the upload cost, in ms per MB, per process (client,
 broker, file workers): on a 2-core machine every process shares the same CPU, so their sum
@@ -142,23 +144,24 @@ def timed_put(
     return put_measured(stack, home, path, name)
 
 
-def run_peer(peer: Path, files: dict[str, Path], runs: int) -> dict[str, dict[str, float]]:
-    results: dict[str, dict[str, float]] = {}
-    for kind, path in files.items():
-        os.sync()  # a quiet disk to start from, as for our runs
-        proc = subprocess.run(
-            ["bash", str(peer), str(path), str(runs)], capture_output=True, text=True, check=False
-        )
-        if proc.returncode != 0:
-            print(f"peer failed on {kind}: {proc.stderr.strip()}", file=sys.stderr)
-            continue
-        print(f"  openssh, {kind} file:")
-        for line in proc.stdout.splitlines():
-            print(f"    {line}")
-            match = re.match(r"(\S+)\s+([\d.]+) MB/s", line)
-            if match:
-                results.setdefault(kind, {})[match[1]] = float(match[2])
-    return results
+def peer_round(peer: Path, path: Path) -> dict[str, float]:
+    """One run of the OpenSSH script on ``path`` (every method once): MB/s by method."""
+    os.sync()  # a quiet disk to start from, as for our runs
+    proc = subprocess.run(
+        ["bash", str(peer), str(path), "1"], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        print(f"peer failed on {path.name}: {proc.stderr.strip()}", file=sys.stderr)
+        return {}
+    rates = {}
+    for line in proc.stdout.splitlines():
+        if match := re.match(r"(\S+)\s+([\d.]+) MB/s", line):
+            rates[match[1]] = float(match[2])
+    return rates
+
+
+def shown(rates: list[float]) -> str:
+    return ", ".join(f"{rate:.0f}" for rate in rates)
 
 
 def main() -> int:
@@ -196,13 +199,22 @@ def main() -> int:
                 raise RuntimeError(result.stderr)
             workers = stack.workers["file"]
             print(f"cipherdrop upload, {args.size / 1e6:.0f} MB files, {len(workers)} file workers")
+            # Ours and the OpenSSH script take turns, round by round, so that a change in
+            # the machine's load during the benchmark weighs on both sides alike.
+            timed: dict[str, list[tuple[float, int, dict[str, float]]]] = {k: [] for k in files}
+            peer: dict[str, dict[str, list[float]]] = {kind: {} for kind in files}
+            for _ in range(args.runs):
+                for kind, path in files.items():
+                    timed[kind].append(timed_put(stack, home, path, kind))
+                for kind, path in files.items():
+                    rates = {} if args.no_peer else peer_round(args.peer, path)
+                    for method, rate in rates.items():
+                        peer[kind].setdefault(method, []).append(rate)
             ours: dict[str, float] = {}
-            for kind, path in files.items():
-                runs = [timed_put(stack, home, path, kind) for _ in range(args.runs)]
+            for kind, runs in timed.items():
                 rates = [args.size / seconds / 1e6 for seconds, _, _ in runs]
                 ours[kind] = statistics.median(rates)
-                shown = ", ".join(f"{r:.0f}" for r in rates)
-                print(f"  ours, {kind} file: {ours[kind]:8.1f} MB/s (runs: {shown})")
+                print(f"  ours, {kind} file: {ours[kind]:8.1f} MB/s (runs: {shown(rates)})")
                 names = list(runs[0][2])
                 per_mb = {
                     n: statistics.median(c[n] for _, _, c in runs) * 1e9 / args.size for n in names
@@ -229,12 +241,17 @@ def main() -> int:
                 _, client_peak = put(stack, home, path, f"rss-{label}")
                 peaks = ", ".join(f"{proc.name} {peak_rss(proc.pid) / MIB:.1f}" for proc in workers)
                 print(f"  peak RSS, {label} upload (MiB): client {client_peak / MIB:.1f}, {peaks}")
+            for kind, methods in peer.items():
+                if methods:
+                    print(f"  openssh, {kind} file (median of the rounds):")
+                for method, rates in methods.items():
+                    median = statistics.median(rates)
+                    print(f"    {method:<24} {median:8.1f} MB/s (runs: {shown(rates)})")
         finally:
             stack.stop()
-        peers = {} if args.no_peer else run_peer(args.peer, files, args.runs)
     ratios = []
     for kind, target in TARGETS.items():
-        scp = peers.get(kind, {}).get("scp-aes256-gcm")
+        scp = statistics.median(peer[kind]["scp-aes256-gcm"]) if peer[kind] else None
         if scp:
             ratios.append(f"{kind} {ours[kind] / scp:.2f}x (target {target}x)")
         else:
