@@ -230,7 +230,7 @@ def chunk_request(
     # Sealed straight into the buffer that is sent: one AES-GCM pass, no copy.
     length = len(memoryview(data).cast("B")) + crypto.OVERHEAD
     reused = out is not None and len(out) >= length
-    sealed: Buffer = memoryview(out)[:length] if out is not None and reused else bytearray(length)
+    sealed = memoryview(out if out is not None and reused else bytearray(length))[:length]
     crypto.seal_chunk_into(data_key, position.index, position.final, data, sealed, aad)
     payload = zmq.Frame(sealed, copy=False, track=reused)
     return Outgoing((encode_envelope(env), payload), env.request_id, MessageType.CHUNK_STORED)

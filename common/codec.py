@@ -27,9 +27,11 @@ import msgpack
 from common.body_schema import SCHEMAS, check_consistency, dump_fields, load_fields
 from common.envelope import (
     DECODE_ERRORS,
+    HEAD_SIZE,
     UnsupportedVersionError,
     decode_envelope,
     encode_envelope,
+    head,
     new_request_id,
     peek_request_id,
 )
@@ -49,6 +51,7 @@ from common.messages import (
 from common.names import InvalidNameError, validate_client_name, validate_file_name
 
 __all__ = [
+    "HEAD_SIZE",
     "InvalidNameError",
     "UnsupportedVersionError",
     "chunk_count_for",
@@ -57,6 +60,7 @@ __all__ = [
     "encode_body",
     "encode_envelope",
     "error_code_for",
+    "head",
     "key_request_signed_bytes",
     "new_request_id",
     "peek_request_id",

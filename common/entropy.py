@@ -5,9 +5,9 @@
 threads are busy that wait dwarfs the call: in a download's fetching thread, which needs
 two random values per chunk (a request id and a nonce), cProfile measured 120 us per
 call. :func:`token_bytes` makes the same ``getrandom(2)`` call through a ctypes prototype
-that keeps the GIL (a few microseconds; the call never blocks once the kernel's generator
-is initialised, which happened at boot). Nothing is buffered: every call asks the kernel,
-so threads and forked processes never share random bytes.
+that keeps the GIL (:mod:`common.ffi`; a few microseconds; the call never blocks once
+the kernel's generator is initialised, which happened at boot). Nothing is buffered:
+every call asks the kernel, so threads and forked processes never share random bytes.
 
 Guarantee: the bytes ``os.urandom(n)`` gives (the same system call, flags 0); where the C
 library has no ``getrandom``, or a call returns short, it is ``os.urandom`` itself.
@@ -20,6 +20,8 @@ import os
 import sys
 from collections.abc import Callable
 
+from common.ffi import holding_gil
+
 __all__ = ["token_bytes"]
 
 _GETRANDOM_MAX = 256  # up to this many bytes, getrandom(2) returns them all at once
@@ -29,14 +31,16 @@ def _load() -> Callable[..., int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        address = ctypes.cast(ctypes.CDLL(None).getrandom, ctypes.c_void_p).value
-    except (OSError, AttributeError):
+        getrandom: Callable[..., int] = holding_gil(
+            ctypes.CDLL(None).getrandom,
+            ctypes.c_ssize_t,
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+        )
+    except (OSError, AttributeError, ImportError):
         return None
-    if address is None:
-        return None
-    # PYFUNCTYPE: the GIL stays held during the call (as in common.gcm).
-    prototype = ctypes.PYFUNCTYPE(ctypes.c_ssize_t, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint)
-    return prototype(address)
+    return getrandom
 
 
 _getrandom = _load()

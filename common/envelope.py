@@ -52,6 +52,7 @@ __all__ = [
     "UnsupportedVersionError",
     "decode_envelope",
     "encode_envelope",
+    "head",
     "new_request_id",
     "peek_request_id",
 ]
@@ -126,6 +127,20 @@ def decode_envelope(data: bytes | memoryview) -> Envelope:
     if _pack(items) != data:
         raise RemoteProtocolError("envelope: non-canonical msgpack encoding")
     return env
+
+
+# The bytes :func:`head` gives: the array header, the version, the type.
+HEAD_SIZE = 3
+
+
+def head(kind: MessageType) -> bytes:
+    """The first :data:`HEAD_SIZE` bytes of every envelope of request type ``kind``: the
+    array header, the version and the type, each one byte (request types are below 0x80).
+    A message's type can be told from them without decoding the envelope; whoever acts on
+    the message still decodes it with :func:`decode_envelope`."""
+    if not 0 <= kind < 0x80:
+        raise LocalProtocolError(f"{kind!r} is not a request type")
+    return bytes((0x90 | _ENVELOPE_LEN, PROTOCOL_VERSION, kind))
 
 
 def peek_request_id(data: bytes | memoryview) -> bytes:

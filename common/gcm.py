@@ -12,7 +12,7 @@ encryption, all in pycryptodome's compiled code.
 Two paths, same output. A message of more than :data:`SMALL` bytes (a chunk) runs CTR and
 GHASH over its bulk with the GIL released, so other threads work meanwhile; its short
 calls (CTR start and stop, the AAD, the tail and lengths, the tag mask) keep it. A small one
-(every request and reply) takes four short calls that keep the GIL (:func:`_holding_gil`):
+(every request and reply) takes four short calls that keep the GIL (:mod:`common.ffi`):
 the keystream and ``E(K, J0)`` from one block-cipher call over the counter blocks, one
 GHASH call over the padded whole, and two XORs. Each release of the GIL costs a wait to
 get it back when other threads are busy, and a transfer always has some: a 40-byte seal
@@ -51,6 +51,8 @@ from Crypto.Util._raw_api import (
     create_string_buffer,
 )
 
+from common.ffi import holding_gil
+
 __all__ = ["CACHE_SIZE", "MAX_MESSAGE", "NONCE_SIZE", "TAG_SIZE", "open_into", "seal_into"]
 
 NONCE_SIZE = 12
@@ -73,25 +75,10 @@ SMALL = 1024
 _COUNTERS = [n.to_bytes(4, "big") for n in range(1, SMALL // BLOCK + 2)]
 
 
-def _holding_gil(function: Any, restype: Any, *argtypes: Any) -> Any:
-    """The C function ``function`` of a ctypes ``CDLL``, called without releasing the GIL.
-
-    ctypes releases the GIL around every foreign call, and getting it back means waiting
-    for whichever thread took it meanwhile. For a call of a few microseconds that wait is
-    the cost: with one other busy thread a small seal took 140 instead of 47 us, and the
-    transfer loops always have other threads. Calls on a few blocks keep the GIL; the
-    bulk passes over a large message (CTR, GHASH) still release it.
-    """
-    address = ctypes.cast(function, ctypes.c_void_p).value
-    if address is None:
-        raise ImportError("pycryptodome's compiled code is missing")
-    return ctypes.PYFUNCTYPE(restype, *argtypes)(address)
-
-
 _int, _ptr, _bytes, _size = ctypes.c_int, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t
-_ecb_encrypt = _holding_gil(raw_ecb_lib.ECB_encrypt, _int, _ptr, _bytes, _bytes, _size)
-_ghash_small = _holding_gil(_GHASH.ghash, _int, _bytes, _bytes, _size, _bytes, _ptr)
-_ctr_start = _holding_gil(
+_ecb_encrypt = holding_gil(raw_ecb_lib.ECB_encrypt, _int, _ptr, _bytes, _bytes, _size)
+_ghash_small = holding_gil(_GHASH.ghash, _int, _bytes, _bytes, _size, _bytes, _ptr)
+_ctr_start = holding_gil(
     raw_ctr_lib.CTR_start_operation,
     _int,
     _ptr,
@@ -102,8 +89,8 @@ _ctr_start = _holding_gil(
     ctypes.c_uint,
     _ptr,
 )
-_ctr_stop = _holding_gil(raw_ctr_lib.CTR_stop_operation, _int, _ptr)
-_strxor = _holding_gil(_strxor_module._raw_strxor.strxor, None, _bytes, _bytes, _bytes, _size)
+_ctr_stop = holding_gil(raw_ctr_lib.CTR_stop_operation, _int, _ptr)
+_strxor = holding_gil(_strxor_module._raw_strxor.strxor, None, _bytes, _bytes, _bytes, _size)
 
 
 class _KeyState:

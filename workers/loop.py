@@ -40,6 +40,7 @@ import zmq
 from common import mdp
 from common.codec import peek_request_id
 from common.errors import LocalProtocolError, RemoteProtocolError
+from common.mdp import Part
 from workers.runtime import (
     BodyPart,
     Close,
@@ -53,7 +54,7 @@ from workers.runtime import (
 )
 
 Handler: TypeAlias = Callable[[list[zmq.Frame]], Sequence[BodyPart]]
-Inline: TypeAlias = Callable[[list[zmq.Frame]], bool]
+Inline: TypeAlias = Callable[[Sequence[Part]], bool]
 ErrorPolicy: TypeAlias = Callable[[BaseException, list[zmq.Frame]], Sequence[BodyPart]]
 
 # Longest a wait may block, so that a set ``stop`` event is seen promptly.
@@ -197,7 +198,7 @@ class _IoThread(threading.Thread):
     def _take(self, frames: list[zmq.Frame]) -> None:
         event = self.core.receive(frames, time.monotonic())
         if isinstance(event, Request):
-            if self.inline(list(event.body)):  # type: ignore[arg-type]  # frames, copy=False
+            if self.inline(event.body):
                 self._deliver(self.answer(event))
             else:
                 self.requests.put(event)
@@ -298,7 +299,7 @@ class _Shell:
             self.socket = None
 
 
-def _never(body: list[zmq.Frame]) -> bool:
+def _never(body: Sequence[Part]) -> bool:
     return False
 
 

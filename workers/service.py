@@ -31,11 +31,17 @@ from typing import Any
 import zmq
 
 from common import crypto, keys
-from common.codec import decode_body, decode_envelope, encode_body, error_code_for
+from common.codec import (
+    HEAD_SIZE,
+    decode_body,
+    decode_envelope,
+    encode_body,
+    error_code_for,
+    head,
+)
 from common.errors import IntegrityError, RefusedError, RemoteProtocolError, StorageError
 from common.keys import RsaKey
 from common.messages import (
-    PROTOCOL_VERSION,
     Envelope,
     ErrorCode,
     ErrorReply,
@@ -68,9 +74,6 @@ _MAX_MESSAGE = 1024
 # Chunk requests: their successful handling is logged at debug level (one per chunk), and
 # their work is short and bounded (one chunk), so the worker loop may run them inline.
 _ROUTINE = frozenset({MessageType.UPLOAD_CHUNK, MessageType.DOWNLOAD_CHUNK})
-# An envelope's first bytes: a msgpack array of 8, the version, the type (request types are
-# below 0x80, one byte each; docs/protocol.md section 2).
-_ARRAY_OF_8 = 0x98
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,9 +166,7 @@ class Dispatcher:
         sessions: SessionCache | None = None,
     ) -> None:
         self.routes = dict(routes)
-        self._chunk_heads = frozenset(
-            bytes((_ARRAY_OF_8, PROTOCOL_VERSION, kind)) for kind in _ROUTINE if kind in routes
-        )
+        self._chunk_heads = frozenset(head(kind) for kind in _ROUTINE if kind in routes)
         self.store = store
         self.master = master
         self.server_key = server_key
@@ -178,8 +179,8 @@ class Dispatcher:
         if len(frames) != 2 or not self._chunk_heads:
             return False
         first = frames[0]
-        head = first[:3] if isinstance(first, bytes) else bytes(first.buffer[:3])
-        return head in self._chunk_heads
+        start = first[:HEAD_SIZE] if isinstance(first, bytes) else bytes(first.buffer[:HEAD_SIZE])
+        return start in self._chunk_heads
 
     def handle(self, frames: Sequence[Frame], now: int) -> Handled:
         envelope: Envelope | None = None

@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -34,7 +34,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from common import mdp  # noqa: E402
 from common.log import configure_logging  # noqa: E402
+from common.mdp import Part  # noqa: E402
 from workers.loop import run_worker  # noqa: E402
 from workers.runtime import BodyPart  # noqa: E402
 
@@ -97,8 +99,8 @@ def main() -> None:
     )
 
 
-def starts_with(prefix: bytes) -> Callable[[list[zmq.Frame]], bool]:
-    return lambda body: bool(body) and body[-1].bytes.startswith(prefix)
+def starts_with(prefix: bytes) -> Callable[[Sequence[Part]], bool]:
+    return lambda body: bool(body) and mdp.as_bytes(body[-1]).startswith(prefix)
 
 
 if __name__ == "__main__":

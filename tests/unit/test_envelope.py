@@ -13,6 +13,7 @@ from common.codec import (
     decode_envelope,
     encode_envelope,
     error_code_for,
+    head,
     new_request_id,
 )
 from common.errors import LocalProtocolError, RemoteProtocolError
@@ -218,3 +219,22 @@ def test_new_request_id_is_random_16_bytes() -> None:
     ids = {new_request_id() for _ in range(100)}
     assert len(ids) == 100
     assert all(type(i) is bytes and len(i) == 16 for i in ids)
+
+
+@pytest.mark.parametrize("kind", [t for t in MessageType if t < 0x80], ids=lambda t: t.name)
+def test_every_request_envelope_starts_with_its_head(kind: MessageType) -> None:
+    for env in (
+        dataclasses.replace(PLAIN_ENV, type=kind),
+        dataclasses.replace(CHUNK_ENV, type=kind),
+    ):
+        try:
+            encoded = encode_envelope(env)
+        except LocalProtocolError:
+            continue  # a stream position this type does not take
+        assert encoded.startswith(head(kind))
+        assert decode_envelope(encoded).type is kind
+
+
+def test_only_request_types_have_a_head() -> None:
+    with pytest.raises(LocalProtocolError):
+        head(MessageType.CHUNK_DATA)
