@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Self
 
 import zmq
 
@@ -41,12 +41,9 @@ from client.transport_core import (
 from common.errors import LocalProtocolError
 from common.log import get_logger
 from common.mdp import Part
+from common.waiting import messages_waiting, readable
 
 KeyOf = Callable[[Part], bytes]
-
-
-# Plain ints: pyzmq's flag enums cost more than the call they are passed to.
-_EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 
 
 def unwrap(outcome: Outcome) -> list[Body]:
@@ -171,20 +168,12 @@ class Transport(BaseTransport):
     def _next(self, keys: set[bytes]) -> Outcome:
         while (outcome := self._take(keys)) is None:
             # A reply already waiting needs no poll (a chunk's usually is).
-            if self._readable() or self._poller.poll(self._wait_ms()):
-                self._read_available()
+            if readable(self._socket) or self._poller.poll(self._wait_ms()):
+                for frames in messages_waiting(self._socket):
+                    self._ignored(self.core.receive(frames, time.monotonic()))
             self.core.tick(time.monotonic())
             self._execute()
         return outcome
-
-    def _readable(self) -> bool:
-        return bool(cast(int, self._socket.getsockopt(_EVENTS)) & _POLLIN)
-
-    def _read_available(self) -> None:
-        # Asking the socket is cheaper than the exception a receive with nothing left raises.
-        while self._readable():
-            frames = self._socket.recv_multipart(flags=_NOBLOCK, copy=False)
-            self._ignored(self.core.receive(frames, time.monotonic()))
 
     def _execute(self) -> None:
         for command in self.core.drain():

@@ -41,6 +41,7 @@ from common import mdp
 from common.codec import peek_request_id
 from common.errors import LocalProtocolError, RemoteProtocolError
 from common.mdp import Part
+from common.waiting import messages_waiting
 from workers.runtime import (
     BodyPart,
     Close,
@@ -61,8 +62,6 @@ ErrorPolicy: TypeAlias = Callable[[BaseException, list[zmq.Frame]], Sequence[Bod
 STOP_CHECK = 0.1
 # Envelopes are small; a bigger first frame is not one and is not worth copying to find out.
 MAX_ENVELOPE_PEEK = 1024
-# Plain ints: pyzmq's flag enums cost more than the call they are passed to.
-_EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
 # How long stopping waits for the I/O thread to say goodbye to the broker.
 _JOIN_TIMEOUT = 5.0
 
@@ -263,11 +262,7 @@ class _Shell:
         socket = self.socket
         if socket is None or socket not in ready:
             return woken, []
-        messages = []
-        # Asking the socket is cheaper than the exception a receive with nothing left raises.
-        while cast(int, socket.getsockopt(_EVENTS)) & _POLLIN:
-            messages.append(socket.recv_multipart(flags=_NOBLOCK, copy=False))
-        return woken, messages
+        return woken, list(messages_waiting(socket))
 
     def handle(self, request: Request, handler: Handler, on_error: ErrorPolicy) -> list[BodyPart]:
         # Received with copy=False, so every body part is a zmq.Frame.
