@@ -21,10 +21,10 @@ from typing import TextIO
 
 from client.commands import COMMANDS, Invocation
 from client.identity import NotRegisteredError, ServerKeyMismatchError
-from client.upload import FileAccessError
 from common.errors import (
     CipherdropError,
     ConfigError,
+    FileAccessError,
     IntegrityError,
     ProtocolError,
     RefusedError,

@@ -7,6 +7,10 @@ it; progress and notices go to standard error. Failures are raised, never printe
 :func:`client.cli.main` turns each into one line and an exit status. A command that
 talks to the server uses the registered identity's pinned key whichever endpoint it
 reaches (docs/cli.md, "Which server").
+
+The upload and download pipelines are imported by ``put`` and ``get`` when they run: a
+command loads only what it uses, and every command starts sooner (``ls`` does not load
+the download's threads, nor ``put`` its ``concurrent.futures`` and ``logging``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from pathlib import Path
 from typing import TextIO
 
 from client.connection import Account, Connection, TransportOptions, register
-from client.download import DownloadOptions, download_file
 from client.identity import (
     IDENTITY_FILE,
     Identity,
@@ -29,11 +32,9 @@ from client.identity import (
     load_private_key,
 )
 from client.listing import delete_file, format_table, list_files, to_json
-from client.partial import part_paths
 from client.progress import make_progress
 from client.sources import download_targets, upload_sources
 from client.transfer_info import read_transfer_info
-from client.upload import UploadOptions, open_source, upload_file
 from common.errors import ConfigError, RefusedError
 from common.messages import Codec, ErrorCode
 from common.names import validate_client_name
@@ -146,6 +147,8 @@ def _account(ctx: Invocation, settings: Settings, endpoint: str | None = None) -
 
 
 def _put(ctx: Invocation, settings: Settings) -> None:
+    from client.upload import UploadOptions, open_source, upload_file
+
     args = ctx.args
     endpoint = None
     if args.transfer_info is not None:
@@ -193,6 +196,9 @@ def _from_transfer_info(
 
 
 def _get(ctx: Invocation, settings: Settings) -> None:
+    from client.download import DownloadOptions, download_file
+    from client.partial import part_paths
+
     args = ctx.args
     targets = download_targets(args.names, args.output)
     # Replies are consumed in chunk order, so one slow chunk holds the others back: a

@@ -38,13 +38,12 @@ from client import session as core
 from client.connection import FILE_SERVICE, Account
 from client.partial import PartialDownload
 from client.progress import Progress
-from client.upload import FileAccessError
 from common import crypto
 from common.cksum import Cksum
 from common.codec import decode_envelope
 from common.compress import Buffer, decompress_chunk
 from common.earlysync import count_written
-from common.errors import IntegrityError, RemoteProtocolError
+from common.errors import FileAccessError, IntegrityError, RemoteProtocolError
 from common.fields import chunk_count_for
 from common.log import get_logger
 from common.messages import (

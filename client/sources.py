@@ -16,7 +16,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from client.upload import FileAccessError
+from common.errors import FileAccessError
 from common.names import validate_file_name
 
 __all__ = ["download_targets", "upload_sources"]

@@ -38,7 +38,7 @@ from common import crypto
 from common.cksum import Cksum
 from common.codec import peek_request_id
 from common.compress import compress_chunk
-from common.errors import CipherdropError, IntegrityError, RefusedError, RemoteProtocolError
+from common.errors import FileAccessError, IntegrityError, RefusedError, RemoteProtocolError
 from common.fields import chunk_count_for
 from common.log import get_logger
 from common.messages import (
@@ -56,7 +56,6 @@ from common.messages import (
 
 __all__ = [
     "MAX_ATTEMPTS",
-    "FileAccessError",
     "UploadOptions",
     "UploadResult",
     "open_source",
@@ -70,10 +69,6 @@ SEAL_AHEAD = 1
 # sealed, and room for a few the socket has not let go of yet.
 SPARE_LIMIT = 16
 _log = get_logger()
-
-
-class FileAccessError(CipherdropError):
-    """The local file is missing, unreadable, not a regular file, or changed while read."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,10 @@ class StorageError(CipherdropError):
     """The store failed to read or write."""
 
 
+class FileAccessError(CipherdropError):
+    """A local file is missing, unreadable, not a regular file, or changed while read."""
+
+
 class RefusedError(CipherdropError):
     """The server refused the request; ``code`` says why in a stable, documented word."""
 

@@ -18,11 +18,11 @@ import pytest
 
 from client import cli, identity
 from client.cli import ExitStatus, exit_status_for
-from client.upload import FileAccessError
 from common import keys
 from common.errors import (
     BrokerUnavailable,
     ConfigError,
+    FileAccessError,
     IntegrityError,
     InvalidNameError,
     RefusedError,
@@ -368,6 +368,20 @@ def test_run_returns_the_status_when_the_output_cannot_be_flushed(
     monkeypatch.setattr(cli, "main", lambda: ExitStatus.OK)
     monkeypatch.setattr(cli.os, "_exit", lambda status: pytest.fail("exited despite a lost flush"))
     assert cli.run() == ExitStatus.OK
+
+
+def test_a_command_loads_no_transfer_pipeline_it_does_not_run(registered: Path) -> None:
+    code = (
+        "import sys\n"
+        "from client.cli import main\n"
+        f"status = main(['whoami', '--home', {str(registered)!r}])\n"
+        "heavy = ('client.upload', 'client.download', 'concurrent.futures', 'logging')\n"
+        "print(status, sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.stderr == "0 []\n"
 
 
 def test_the_real_command_prints_its_whole_result_before_exiting(registered: Path) -> None:

@@ -17,11 +17,10 @@ from client.listing import format_size, format_table, to_json
 from client.partial import STATE_SIZE, PartialDownload, part_paths
 from client.progress import make_progress
 from client.sources import download_targets, upload_sources
-from client.upload import FileAccessError
 from common import crypto
 from common.cksum import Cksum, cksum
 from common.codec import encode_body
-from common.errors import IntegrityError, RefusedError, RemoteProtocolError
+from common.errors import FileAccessError, IntegrityError, RefusedError, RemoteProtocolError
 from common.messages import (
     Codec,
     DownloadChunk,

@@ -18,6 +18,7 @@ from common import crypto
 from common.cksum import cksum
 from common.codec import decode_envelope
 from common.compress import decompress_chunk
+from common.errors import FileAccessError
 from common.messages import Codec, StreamPosition, UploadReady
 
 CHUNK = 1024
@@ -86,7 +87,7 @@ def test_a_file_that_grew_while_read_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"x" * (CHUNK + 1))
     ready = UploadReady(TID, crypto.random_key(), ())
-    with path.open("rb", buffering=0) as stream, pytest.raises(upload.FileAccessError):
+    with path.open("rb", buffering=0) as stream, pytest.raises(FileAccessError):
         assert isinstance(stream, io.FileIO)
         list(
             upload._chunk_requests(
