@@ -9,8 +9,8 @@ talks to the server uses the registered identity's pinned key whichever endpoint
 reaches (docs/cli.md, "Which server").
 
 The upload and download pipelines are imported by ``put`` and ``get`` when they run: a
-command loads only what it uses, and every command starts sooner (``ls`` does not load
-the download's threads, nor ``put`` its ``concurrent.futures`` and ``logging``).
+command loads only what it uses and starts sooner (``ls`` loads neither pipeline; ``put``
+does without the download's ``concurrent.futures`` and ``logging``).
 """
 
 from __future__ import annotations
