@@ -9,22 +9,45 @@ as they are: the protocol guarantees they hold no control or bidirectional chara
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from itertools import pairwise
 
 from client.connection import Account
+from common.errors import RemoteProtocolError
 from common.messages import Deleted, DeleteFile, FileInfo, FileList, ListFiles
 
-__all__ = ["delete_file", "format_size", "format_table", "list_files", "to_json"]
+__all__ = ["all_pages", "delete_file", "format_size", "format_table", "list_files", "to_json"]
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 _HEADER = ("NAME", "SIZE", "UPLOADED (UTC)", "VERIFIED", "CKSUM", "SHA-256")
 
 
 def list_files(account: Account) -> tuple[FileInfo, ...]:
-    """The client's own files, sorted by name."""
-    files = account.call(ListFiles(), FileList).files
-    return tuple(sorted(files, key=lambda info: info.name))
+    """The client's own files, sorted by name (code point order), page by page."""
+    return all_pages(lambda after: account.call(ListFiles(after), FileList))
+
+
+def all_pages(ask: Callable[[str], FileList]) -> tuple[FileInfo, ...]:
+    """Every page of a listing: ``ask(after)`` again after the last name while the
+    server says there is more.
+
+    Each page must hold names after the one asked from, in ascending order: a server that
+    repeats or reorders names is a protocol error, never an endless loop.
+    """
+    files: list[FileInfo] = []
+    after = ""
+    while True:
+        page = ask(after)
+        names = [after, *(info.name for info in page.files)]
+        if any(a >= b for a, b in pairwise(names)):
+            raise RemoteProtocolError("file list: names not after the last one, in order")
+        files.extend(page.files)
+        if not page.more:
+            return tuple(files)
+        if not page.files:
+            raise RemoteProtocolError("file list: more files promised, none given")
+        after = names[-1]
 
 
 def delete_file(account: Account, name: str) -> bool:

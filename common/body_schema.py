@@ -138,6 +138,11 @@ _SIGNATURE = _field("signature", partial(check_bytes, maximum=MAX_SIGNATURE_LEN)
 _GATEWAY_KEY = _field("gateway_key", partial(check_bytes, maximum=MAX_PUBLIC_KEY_LEN))
 
 
+def _after_name(value: object, field: str) -> str:
+    """A listing's starting point: "" (the first page) or a valid file name."""
+    return "" if value == "" else validate_file_name(value, field)
+
+
 def _files_load(value: object, field: str) -> tuple[FileInfo, ...]:
     return tuple(cast(list[FileInfo], _list(value, field, _load_file_info)))
 
@@ -168,7 +173,7 @@ SCHEMAS: dict[type, tuple[Field, ...]] = {
     UploadCommitted: (_TRANSFER_ID, _SIZE, _CRC),
     UploadConfirm: (_TRANSFER_ID, _field("verdict", partial(check_enum, kind=Verdict))),
     UploadDone: (_FILE_NAME, _field("verified", check_bool)),
-    ListFiles: (),
+    ListFiles: (_field("after", _after_name),),
     FileInfo: (
         _FILE_NAME,
         _SIZE,
@@ -179,6 +184,7 @@ SCHEMAS: dict[type, tuple[Field, ...]] = {
     ),
     FileList: (
         Field("files", _files_load, partial(_list, item=cast(Callable[..., Any], _dump_file_info))),
+        _field("more", check_bool),
     ),
     DownloadBegin: (_FILE_NAME,),
     DownloadReady: (_TRANSFER_ID, _DATA_KEY, _SIZE, _CHUNK_SIZE, _CHUNK_COUNT, _CRC),

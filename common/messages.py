@@ -195,7 +195,10 @@ class UploadDone:
 
 @dataclass(frozen=True, slots=True)
 class ListFiles:
-    pass
+    """One page of the sender's files: those whose names sort after ``after`` ("": from
+    the first). Names sort by code point."""
+
+    after: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +213,10 @@ class FileInfo:
 
 @dataclass(frozen=True, slots=True)
 class FileList:
+    """A page of files in name order; ``more``: ask again after the last name."""
+
     files: tuple[FileInfo, ...]
+    more: bool = False
 
 
 @dataclass(frozen=True, slots=True)

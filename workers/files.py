@@ -12,6 +12,8 @@ Guarantees:
   reply, then the stored chunks, so the space is reclaimed; a retry of the same request
   gets the same ``Deleted`` answer. A crash between the two leaves only unreferenced
   blobs, which the start-up sweep removes.
+* A listing is paged (:data:`LIST_PAGE` files per reply, in name order, ``more`` when
+  there are others), so its reply stays small whatever a client stores.
 * Unfinished uploads older than ``upload_expiry`` are discarded and their chunks
   removed (:class:`Expiry`). The check runs on the first request a worker handles and
   then at most once per :data:`EXPIRY_INTERVAL`, on ``UploadBegin``, ``ListFiles``,
@@ -51,6 +53,9 @@ __all__ = ["DEFAULT_UPLOAD_EXPIRY", "EXPIRY_INTERVAL", "SERVICE", "Expiry", "fil
 SERVICE = "cipherdrop.file"
 DEFAULT_UPLOAD_EXPIRY = 24 * 3600.0  # seconds, as ``store.upload_expiry``
 EXPIRY_INTERVAL = 60_000  # ms between two checks for expired uploads in one worker
+# Files per FileList page: at most ~1.1 MB even with the longest names (255 code points of
+# 4 bytes each), far below any message size limit, however many files a client keeps.
+LIST_PAGE = 1000
 
 
 class Expiry:
@@ -97,12 +102,13 @@ class Files:
         self.master = data.master
 
     def list(self, ctx: Context, msg: ListFiles) -> FileList:
-        rows = self.store.list_files(ctx.client_id)
+        rows = self.store.list_files(ctx.client_id, msg.after, LIST_PAGE + 1)
         return FileList(
             tuple(
                 FileInfo(row.name, row.size, row.uploaded_at, row.verified, row.crc, row.sha256)
-                for row in rows
-            )
+                for row in rows[:LIST_PAGE]
+            ),
+            more=len(rows) > LIST_PAGE,
         )
 
     def download(self, ctx: Context, msg: DownloadBegin) -> DownloadReady:

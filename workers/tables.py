@@ -226,9 +226,12 @@ class UploadTables(Tables):
         return removed
 
     @translated
-    def list_files(self, client_id: bytes) -> list[FileRow]:
+    def list_files(self, client_id: bytes, after: str = "", limit: int = -1) -> list[FileRow]:
+        """The client's files named after ``after``, in name order; at most ``limit``
+        (-1: all). SQLite compares text as UTF-8 bytes: the order of code points."""
         rows = self._db.execute(
-            f"{_FILE_SELECT} WHERE f.client_id = ? ORDER BY f.name", (client_id,)
+            f"{_FILE_SELECT} WHERE f.client_id = ? AND f.name > ? ORDER BY f.name LIMIT ?",
+            (client_id, after, limit),
         )
         return [_file(row) for row in rows]
 

@@ -97,8 +97,10 @@ VALID: list[Message] = [
     UploadConfirm(ID, Verdict.RESEND),
     UploadDone("big.iso", False),
     ListFiles(),
+    ListFiles("photos/2024/beach.jpg"),
     FileList(()),
     FileList((FILE, dataclasses.replace(FILE, name="b", sha256=None, verified=False))),
+    FileList((FILE,), more=True),
     DownloadBegin("dir/notes.txt"),
     DownloadReady(ID, DATA_KEY, 3 * 2**20 + 1, 2**20, 4, 0),
     DownloadChunk(ID, 3),
@@ -207,7 +209,9 @@ BAD_FIELDS: dict[type, dict[str, list[object]]] = {
     UploadCommitted: {"transfer_id": ID_BAD, "size": U63_BAD, "crc": CRC_BAD},
     UploadConfirm: {"transfer_id": ID_BAD, "verdict": [3, -1, True, "ok", None]},
     UploadDone: {"name": FILE_NAME_BAD, "verified": BOOL_BAD},
+    ListFiles: {"after": [name for name in FILE_NAME_BAD if name != ""]},
     FileList: {
+        "more": BOOL_BAD,
         "files": [
             None,
             "x",
@@ -220,7 +224,7 @@ BAD_FIELDS: dict[type, dict[str, list[object]]] = {
             [{**wire(FileList((FILE,)))["files"][0], "name": "../x"}],
             [{**wire(FileList((FILE,)))["files"][0], "verified": 1}],
             [{**wire(FileList((FILE,)))["files"][0], "uploaded_at": -5}],
-        ]
+        ],
     },
     DownloadBegin: {"name": FILE_NAME_BAD},
     DownloadReady: {
@@ -291,7 +295,7 @@ def test_encode_refuses_bad_field(msg: Message, field: str, bad: object) -> None
 
 def test_bad_case_table_covers_every_field() -> None:
     for msg in VALID:
-        if not dataclasses.fields(msg):  # ListFiles, ServerKeyRequest: nothing to corrupt
+        if not dataclasses.fields(msg):  # ServerKeyRequest: nothing to corrupt
             continue
         names = {f.name for f in dataclasses.fields(msg)}
         assert set(BAD_FIELDS[type(msg)]) == names, type(msg).__name__
@@ -302,9 +306,12 @@ def test_error_codes_for_body_decode_failures() -> None:
     with pytest.raises(InvalidNameError) as name:
         decode_body(MessageType.UPLOAD_BEGIN, pack(body))
     assert error_code_for(name.value) is ErrorCode.INVALID_NAME
-    files = {"files": [{**wire(FileList((FILE,)))["files"][0], "name": "a\x00b"}]}
+    files = {"files": [{**wire(FileList((FILE,)))["files"][0], "name": "a\x00b"}], "more": False}
     with pytest.raises(InvalidNameError):
         decode_body(MessageType.FILE_LIST, pack(files))
+    with pytest.raises(InvalidNameError) as after:
+        decode_body(MessageType.LIST_FILES, pack({"after": "../x"}))
+    assert error_code_for(after.value) is ErrorCode.INVALID_NAME
     with pytest.raises(RemoteProtocolError) as other:
         decode_body(MessageType.UPLOAD_BEGIN, pack({**body, "name": "x", "size": -1}))
     assert error_code_for(other.value) is ErrorCode.BAD_REQUEST

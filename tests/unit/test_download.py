@@ -3,6 +3,7 @@ the listing, and the expiry of unfinished uploads on the server."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import zlib
@@ -13,7 +14,7 @@ import pytest
 
 from client import session as core
 from client.download import _Writer, open_chunk_data
-from client.listing import format_size, format_table, to_json
+from client.listing import all_pages, format_size, format_table, to_json
 from client.partial import STATE_SIZE, PartialDownload, part_paths
 from client.progress import make_progress
 from client.sources import download_targets, upload_sources
@@ -28,6 +29,7 @@ from common.messages import (
     ErrorCode,
     ErrorReply,
     FileInfo,
+    FileList,
     MessageType,
     StreamPosition,
 )
@@ -347,6 +349,46 @@ def test_table_has_one_line_per_file() -> None:
     assert "2023-11-14 22:13:20" in lines[1] and "3015617425" in lines[1]
     assert "5.0 GiB" in lines[2] and "abababab" in lines[2]
     assert format_table(()) == "no files"
+
+
+def _paged(*pages: tuple[tuple[str, ...], bool]) -> tuple[list[str], object]:
+    """Serve ``pages`` in turn to ``all_pages``; what it asked, and what it returned."""
+    asked: list[str] = []
+    queue = list(pages)
+
+    def ask(after: str) -> FileList:
+        asked.append(after)
+        names, more = queue.pop(0)
+        return FileList(tuple(dataclasses.replace(FILES[0], name=n) for n in names), more)
+
+    try:
+        result: object = [info.name for info in all_pages(ask)]
+    except RemoteProtocolError as exc:
+        result = exc
+    return asked, result
+
+
+def test_a_listing_asks_again_after_the_last_name_while_there_is_more() -> None:
+    asked, names = _paged((("a", "b"), True), (("c",), True), ((), False))
+    assert asked == ["", "b", "c"]
+    assert names == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    "pages",
+    [
+        ((("b", "a"), False),),  # out of order
+        ((("a", "b"), True), (("b", "c"), False)),  # repeats the last name
+        ((("a", "b"), True), (("a",), False)),  # goes back
+        ((("a",), True), ((), True)),  # more promised, nothing given: would loop forever
+    ],
+)
+def test_a_listing_that_does_not_move_forward_is_a_protocol_error(
+    pages: tuple[tuple[tuple[str, ...], bool], ...],
+) -> None:
+    asked, result = _paged(*pages)
+    assert isinstance(result, RemoteProtocolError)
+    assert len(asked) == len(pages)
 
 
 def test_json_keeps_exact_values() -> None:

@@ -15,6 +15,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from client.listing import all_pages
 from common import background, crypto
 from common.cksum import cksum
 from common.codec import decode_body, decode_envelope
@@ -44,6 +45,7 @@ from common.messages import (
     Verdict,
     carries_data,
 )
+from workers import files as files_module
 from workers.blobs import REMOVAL
 
 from .server_harness import Client, Server, envelope, error_code, rsa_key
@@ -257,7 +259,12 @@ def test_resend_discards_and_a_new_upload_replaces_the_old_file(
 @pytest.mark.parametrize("name", ["../etc/passwd", "/abs", "a//b", "nul\x00", "x" * 256, "a\\b"])
 def test_bad_file_names_are_refused(server: Server, alice: Client, name: str) -> None:
     before = snapshot(server)
-    for msg in (UploadBegin("ok", 1, CHUNK, 1), DownloadBegin("ok"), DeleteFile("ok")):
+    for msg in (
+        UploadBegin("ok", 1, CHUNK, 1),
+        DownloadBegin("ok"),
+        DeleteFile("ok"),
+        ListFiles("ok"),
+    ):
         frames = alice.session_frames(msg)
         body = crypto.open_sealed(alice.session_keys.client_to_server, frames[1], frames[0])  # type: ignore[union-attr]
         bad = body.replace(b"\xa2ok", _pack(name))
@@ -297,6 +304,33 @@ def test_clients_cannot_see_or_touch_each_others_files(
     assert alice.ask(DeleteFile("secret")) == Deleted("secret", True)
     assert error_code(alice.ask(DownloadBegin("secret"))) == "not-found"
     assert not (server.data.blobs_path / row.transfer_id.hex()).exists()
+
+
+def test_the_listing_comes_in_pages_in_code_point_order(
+    server: Server, alice: Client, bob: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files_module, "LIST_PAGE", 2)
+    names = ["b", "a/x", "Zebra", "\u00e9t\u00e9", "a", "\U0001f600"]
+    for name in names:
+        alice.upload(name, name.encode(), CHUNK)
+    bob.upload("bob's", b"b", CHUNK)
+    before = snapshot(server)
+    pages = []
+    after = ""
+    while True:
+        page = alice.ask(ListFiles(after))
+        assert isinstance(page, FileList)
+        pages.append([info.name for info in page.files])
+        if not page.more:
+            break
+        after = page.files[-1].name
+    assert pages == [["Zebra", "a"], ["a/x", "b"], ["\u00e9t\u00e9", "\U0001f600"]]
+    assert sorted(names) == [name for page in pages for name in page]
+    # The client's loop gathers the same, and a start past every name gives an empty page.
+    gathered = all_pages(lambda start: cast(FileList, alice.ask(ListFiles(start))))
+    assert [info.name for info in gathered] == sorted(names)
+    assert alice.ask(ListFiles("\U0001f600")) == FileList((), more=False)
+    assert snapshot(server) == before
 
 
 def test_a_session_of_another_client_is_unknown(server: Server, alice: Client, bob: Client) -> None:
