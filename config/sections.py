@@ -36,6 +36,9 @@ CHUNK_OVERHEAD = 64 * KIB
 _COUNT = 2**31 - 1  # ZeroMQ and SQLite take these as C ints
 _HOUR = 3600.0
 _DAY = 24 * _HOUR
+# The longest session a key worker may grant (crypto.session_ttl); recorded replies of
+# requests made under sessions are kept longer than that (workers/files.py).
+MAX_SESSION_TTL = 30 * _DAY
 _ENDPOINT = "tcp://127.0.0.1:5555"
 
 
@@ -128,7 +131,7 @@ class CryptoSettings(_Section):
     rsa_bits: int = field(
         default=3072, metadata=_checked(checks.integer(MIN_RSA_BITS, MAX_RSA_BITS, step=256))
     )
-    session_ttl: float = field(default=3600.0, metadata=_checked(checks.seconds(30 * _DAY)))
+    session_ttl: float = field(default=3600.0, metadata=_checked(checks.seconds(MAX_SESSION_TTL)))
 
 
 @dataclass(frozen=True, slots=True)

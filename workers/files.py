@@ -15,7 +15,8 @@ Guarantees:
 * A listing is paged (:data:`LIST_PAGE` files per reply, in name order, ``more`` when
   there are others), so its reply stays small whatever a client stores.
 * Unfinished uploads older than ``upload_expiry`` are discarded and their chunks
-  removed (:class:`Expiry`). The check runs on the first request a worker handles and
+  removed, and recorded replies no retry can reach any more are forgotten
+  (:class:`Expiry`). The check runs on the first request a worker handles and
   then at most once per :data:`EXPIRY_INTERVAL`, on ``UploadBegin``, ``ListFiles``,
   ``DownloadBegin`` and ``DeleteFile``; never on the chunk path.
 """
@@ -40,6 +41,7 @@ from common.messages import (
     MessageType,
     StreamPosition,
 )
+from config.sections import MAX_SESSION_TTL
 from workers.blobs import Blobs
 from workers.datadir import DataDir
 from workers.protection import SessionKey, data_reply
@@ -56,11 +58,17 @@ EXPIRY_INTERVAL = 60_000  # ms between two checks for expired uploads in one wor
 # Files per FileList page: at most ~1.1 MB even with the longest names (255 code points of
 # 4 bytes each), far below any message size limit, however many files a client keeps.
 LIST_PAGE = 1000
+# Recorded replies are kept this long (ms): longer than any request can still be taken.
+# A request under a session is refused once the session (at most MAX_SESSION_TTL long)
+# has ended, before its reply is looked up; a key request, outside its 5-minute window; a
+# registration runs again and finds its name taken (names are never freed).
+REPLY_RETENTION = int((MAX_SESSION_TTL + 24 * 3600) * 1000)
 
 
 class Expiry:
-    """Discards unfinished uploads begun more than ``age`` ms ago, at most once per
-    ``interval`` ms; the first call always checks. Times are ms since the epoch."""
+    """Discards unfinished uploads begun more than ``age`` ms ago, and recorded replies
+    older than :data:`REPLY_RETENTION`, at most once per ``interval`` ms; the first call
+    always checks. Times are ms since the epoch."""
 
     def __init__(self, store: Store, blobs: Blobs, age: int, interval: int = EXPIRY_INTERVAL):
         self.store = store
@@ -76,6 +84,7 @@ class Expiry:
         self._next = now + self.interval
         try:
             expired = self.store.expire_uploads(now - self.age)
+            self.store.prune_replies(now - REPLY_RETENTION)
         except StorageError:
             return []  # housekeeping only: the next check, a minute later, tries again
         for transfer_id in expired:

@@ -94,5 +94,10 @@ _V1 = (
     ) STRICT, WITHOUT ROWID""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+_V2 = (
+    # Recorded replies are pruned by age (workers/files.py, docs/storage.md).
+    "CREATE INDEX replies_by_age ON replies (created_at)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 LATEST_VERSION = len(MIGRATIONS)

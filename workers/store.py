@@ -88,6 +88,13 @@ class Store(UploadTables):
         ).fetchone()
         return None if row is None else (row[0], row[1])
 
+    @translated
+    def prune_replies(self, cutoff: int) -> int:
+        """Forget the replies recorded before ``cutoff``; how many were removed."""
+        with db.write(self._db):
+            removed = self._db.execute("DELETE FROM replies WHERE created_at < ?", (cutoff,))
+            return int(removed.rowcount)
+
     # -- clients and sessions ----------------------------------------------------------
 
     @translated

@@ -35,6 +35,7 @@ from common.messages import (
     ListFiles,
     Message,
     MessageType,
+    RegisterRequest,
     StreamPosition,
     UploadBegin,
     UploadCommit,
@@ -174,6 +175,45 @@ def test_replayed_requests_return_the_stored_reply_and_change_nothing(
     assert alice.open_reply(server.call("file", commit), commit[0]) == committed
     assert alice.open_reply(server.call("file", confirm), confirm[0]) == done
     assert snapshot(server) == before
+
+
+def test_old_replies_are_forgotten_once_no_replay_could_be_taken(
+    server: Server, alice: Client
+) -> None:
+    """Past the retention every kind of recorded request is refused before its reply would
+    matter: the session has ended, the key request is stale, the name is taken."""
+    register, register_key = Client(server, "alice", rsa_key("alice")).sealed(
+        RegisterRequest("alice")
+    )
+    key_frames, key_key = alice.sealed(alice.key_request())
+    granted = alice.open_reply(server.call("key", key_frames), key_frames[0], key_key)
+    assert not isinstance(granted, ErrorReply)
+    delete = alice.session_frames(DeleteFile("gone"))
+    assert alice.open_reply(server.call("file", delete), delete[0]) == Deleted("gone", False)
+    assert _replies(server) > 0
+    server.now += files_module.REPLY_RETENTION + 1
+    alice.connect()
+    assert isinstance(alice.ask(ListFiles()), FileList)  # runs the expiry check
+    assert _replies(server) == 1  # the new key exchange's own
+    before = snapshot(server)
+    for service, frames, key, code in (
+        # the ended session is gone from the store, so it is not even known any more
+        ("file", delete, None, {ErrorCode.SESSION_EXPIRED, ErrorCode.UNKNOWN_SESSION}),
+        ("key", key_frames, key_key, {ErrorCode.BAD_PROOF}),  # its timestamp is stale
+        ("register", register, register_key, {ErrorCode.NAME_TAKEN}),
+    ):
+        answer = server.call(service, frames)
+        env = decode_envelope(answer[0])
+        sealed = env.flags == Flags.SEALED_REPLY and key is not None
+        body = crypto.open_sealed(key, answer[1], answer[0]) if sealed else answer[1]
+        reply = decode_body(env.type, body)
+        assert isinstance(reply, ErrorReply), (service, reply)
+        assert code is None or reply.code in code, (service, reply)
+    assert snapshot(server) == before
+
+
+def _replies(server: Server) -> int:
+    return int(server.store._db.execute("SELECT count(*) FROM replies").fetchone()[0])
 
 
 def _stored(alice: Client, ready: UploadReady, data: bytes) -> None:

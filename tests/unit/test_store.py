@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import StorageError
-from workers.schema import LATEST_VERSION
+from workers.schema import LATEST_VERSION, MIGRATIONS
 from workers.store import (
     ChunkRow,
     DuplicateRequest,
@@ -135,6 +135,49 @@ def test_a_reply_recorded_twice_rolls_back_the_second_effect(store: Store) -> No
         store.create_client(b"b" * 16, "bob", NOW, record(b"1" * 16))
     assert store.get_client(b"b" * 16) is None
     assert store.find_reply(b"", b"1" * 16) == (b"d" * 16, b"sealed reply")
+
+
+def test_pruning_forgets_the_replies_recorded_before_the_cutoff(store: Store) -> None:
+    client = b"a" * 16
+    assert store.create_client(client, "alice", NOW - 20, record(b"r" * 16))
+    for age, request_id in ((10, b"1" * 16), (5, b"2" * 16), (1, b"3" * 16)):
+        store.record_reply(record(request_id, client), NOW - age)
+    assert store.prune_replies(NOW - 5) == 2  # the registration and request 1
+    assert store.find_reply(b"", b"r" * 16) is None
+    assert store.find_reply(client, b"1" * 16) is None
+    assert store.find_reply(client, b"2" * 16) is not None
+    assert store.find_reply(client, b"3" * 16) is not None
+    assert store.get_client(client) is not None  # only replies go
+    assert store.prune_replies(NOW - 5) == 0
+
+
+def test_a_version_1_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO replies VALUES (?, ?, ?, ?, ?)", (b"a" * 16, b"1" * 16, b"d", b"r", NOW)
+    )
+    conn.commit()
+    conn.close()
+    migrated = Store.open(path)
+    try:
+        assert pragma(migrated, "user_version") == LATEST_VERSION == 2
+        assert migrated.find_reply(b"a" * 16, b"1" * 16) == (b"d", b"r")
+        indexes = [row[1] for row in migrated._db.execute("PRAGMA index_list(replies)")]
+        assert "replies_by_age" in indexes
+    finally:
+        migrated.close()
+
+
+def test_replies_are_indexed_by_age(store: Store) -> None:
+    plan = store._db.execute(
+        "EXPLAIN QUERY PLAN DELETE FROM replies WHERE created_at < ?",
+        (NOW,),
+    ).fetchall()
+    assert any("replies_by_age" in str(row[-1]) for row in plan), plan
 
 
 def session(client: bytes, sid: bytes = b"s" * 16) -> SessionRow:
