@@ -36,8 +36,8 @@ CHUNK_OVERHEAD = 64 * KIB
 _COUNT = 2**31 - 1  # ZeroMQ and SQLite take these as C ints
 _HOUR = 3600.0
 _DAY = 24 * _HOUR
-# The longest session a key worker may grant (crypto.session_ttl); recorded replies of
-# requests made under sessions are kept longer than that (workers/files.py).
+# The longest session a key worker may grant (crypto.session_ttl); recorded replies are
+# kept longer than that (workers/files.py).
 MAX_SESSION_TTL = 30 * _DAY
 _ENDPOINT = "tcp://127.0.0.1:5555"
 

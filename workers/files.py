@@ -23,6 +23,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -82,13 +83,15 @@ class Expiry:
         if self._next is not None and now < self._next:
             return []
         self._next = now + self.interval
+        # Housekeeping only: what fails here (a busy store) is tried again at the next check.
         try:
             expired = self.store.expire_uploads(now - self.age)
-            self.store.prune_replies(now - REPLY_RETENTION)
         except StorageError:
-            return []  # housekeeping only: the next check, a minute later, tries again
+            expired = []
         for transfer_id in expired:
             self.blobs.remove(transfer_id)
+        with contextlib.suppress(StorageError):
+            self.store.prune_replies(now - REPLY_RETENTION)
         return expired
 
 

@@ -21,7 +21,13 @@ from client.sources import download_targets, upload_sources
 from common import crypto
 from common.cksum import Cksum, cksum
 from common.codec import encode_body
-from common.errors import FileAccessError, IntegrityError, RefusedError, RemoteProtocolError
+from common.errors import (
+    FileAccessError,
+    IntegrityError,
+    RefusedError,
+    RemoteProtocolError,
+    StorageError,
+)
 from common.messages import (
     Codec,
     DownloadChunk,
@@ -35,7 +41,7 @@ from common.messages import (
 )
 from common.names import InvalidNameError
 from workers.blobs import Blobs
-from workers.files import Expiry
+from workers.files import REPLY_RETENTION, Expiry
 from workers.protection import SessionKey, data_reply, reply_frames
 from workers.store import ReplyRecord, Store, UploadRow
 
@@ -433,3 +439,27 @@ def test_expiry_discards_old_unfinished_uploads_and_their_blobs(
     assert expiry.run(47 * HOUR + 1000) == []
     assert expiry.run(48 * HOUR) == [young]
     assert not blobs.directory(young).exists()
+
+
+def test_expiry_forgets_old_replies_and_a_busy_store_stops_nothing(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert store.create_client(b"c" * 16, "alice", 0, ReplyRecord(b"", b"r" * 16, b"d", b"r"))
+    blobs = Blobs(tmp_path / "blobs")
+    blobs.root.mkdir()
+    old = b"\x01" * 16
+    upload(store, blobs, old, at=0)
+    expiry = Expiry(store, blobs, age=24 * HOUR, interval=HOUR)
+
+    def busy(cutoff: int) -> int:
+        raise StorageError("store is busy")
+
+    monkeypatch.setattr(store, "prune_replies", busy)
+    # The replies cannot be pruned this time; the expired upload still goes, blob and all.
+    assert expiry.run(REPLY_RETENTION + 1) == [old]
+    assert not blobs.directory(old).exists()
+    assert store.find_reply(b"", b"r" * 16) is not None
+    monkeypatch.undo()
+    assert expiry.run(REPLY_RETENTION + HOUR + 1) == []
+    assert store.find_reply(b"", b"r" * 16) is None
+    assert store.find_reply(b"c" * 16, old) is None  # the upload's UploadBegin reply too
