@@ -6,10 +6,14 @@ messages built and signed here as the gateway builds them.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import secrets
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -27,6 +31,7 @@ from common.messages import (
     Message,
     SessionGranted,
 )
+from gateway.backend import Backend, LegacyGrant
 from tests.legacy_client import legacy_key
 from workers.keyx import TRUSTED_GATEWAYS
 from workers.store import ClientRow
@@ -230,3 +235,44 @@ def test_store_reads_by_flag(server: Server) -> None:
     assert ken is not None and ken.name == "ken"
     assert legacy_flag(server, registered.client_id) == 1
     assert legacy_flag(server, native.client_id) == 0
+
+
+class _InProcess:
+    """Stands in for the gateway's AsyncTransport: each request goes to the services."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    async def request(self, service: str, frames: Sequence[bytes]) -> list[bytes]:
+        return self.server.call(service.rsplit(".", 1)[-1], list(frames))
+
+
+def test_the_gateway_does_its_rsa_work_off_the_event_loop(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signing and unwrapping (~15 ms per handshake) would stall every other connection."""
+    trust(server, gateway_key())
+    server.now = int(time.time() * 1000)  # the gateway stamps its requests with real time
+    on_loop: list[tuple[str, bool]] = []
+
+    def watched(name: str, call: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any) -> Any:
+            if args[0] is identity:  # the gateway's work, not the in-process server's
+                on_loop.append((name, threading.current_thread() is loop_thread))
+            return call(*args)
+
+        return run
+
+    monkeypatch.setattr(keys, "sign", watched("sign", keys.sign))
+    monkeypatch.setattr(keys, "unwrap_key", watched("unwrap", keys.unwrap_key))
+    identity = gateway_key()
+    backend = Backend(cast(Any, _InProcess(server)), identity, server.server_public)
+
+    async def handshake() -> LegacyGrant:
+        client_id = await backend.register("oldtimer")
+        return await backend.grant("oldtimer", client_id, LEGACY_DER)
+
+    loop_thread = threading.current_thread()  # asyncio.run runs the loop on this thread
+    grant = asyncio.run(handshake())
+    assert grant.public_key == LEGACY_DER
+    assert on_loop == [("sign", False), ("sign", False), ("unwrap", False)]  # none on the loop
