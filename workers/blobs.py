@@ -32,6 +32,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import re
@@ -58,6 +59,11 @@ _SLOT_HEADER = struct.Struct(">BI")  # codec, sealed length
 _HEX_ID = re.compile(r"[0-9a-f]{32}")
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _TRACKED = 64  # uploads whose unsynced byte counts one process remembers
+_COPY_BLOCK = 1024 * 1024
+# Where the platform has them (Linux, the BSDs, macOS): lseek to the next data, the next hole.
+_SEEKS: tuple[int, int] | None = (
+    (os.SEEK_DATA, os.SEEK_HOLE) if hasattr(os, "SEEK_DATA") and hasattr(os, "SEEK_HOLE") else None
+)
 # An open file description lock (Linux): owned by the open file, not the process, so closing
 # another descriptor of the same file (the background sync's) never drops it.
 _OFD_SETLKW: int | None = getattr(fcntl, "F_OFD_SETLKW", None)
@@ -213,14 +219,18 @@ class Blobs:
         background.submit(REMOVAL, _delete, self.path(transfer_id))
 
     def copy_to(self, transfer_id: bytes, other: Blobs) -> None:
-        """Copy a transfer's file into another blob directory (a backup), mode 0600.
+        """Copy a transfer's file into another blob directory (a backup), mode 0600, holes
+        kept as holes where the system can say where they are (``SEEK_DATA``).
 
         FileNotFoundError if this directory has no file for the transfer.
         """
         with self.path(transfer_id).open("rb") as source:
             fd = os.open(other.path(transfer_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
             with os.fdopen(fd, "wb") as target:
-                shutil.copyfileobj(source, target, _PAGE * 256)
+                if _SEEKS is None:
+                    shutil.copyfileobj(source, target, _COPY_BLOCK)
+                else:
+                    _copy_data(source.fileno(), target.fileno(), *_SEEKS)
 
     def sweep(self, referenced: Callable[[], Set[bytes]]) -> int:
         """Remove files of transfers that ``referenced()`` does not name; the count.
@@ -270,6 +280,29 @@ class Blobs:
 
     def _forget(self, transfer_id: bytes) -> None:
         self._unsynced.pop(transfer_id, None)
+
+
+def _copy_data(source: int, target: int, seek_data: int, seek_hole: int) -> None:
+    """Copy the data of ``source`` to ``target`` at the same offsets, skipping holes; the
+    length is set at the end. A system that cannot tell holes reports all of it as data."""
+    size = os.fstat(source).st_size
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(source, offset, seek_data)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # nothing but a hole up to the end
+                break
+            raise
+        end = os.lseek(source, start, seek_hole)
+        while start < end:
+            piece = os.pread(source, min(_COPY_BLOCK, end - start), start)
+            if not piece:
+                break  # the file shrank meanwhile: blob files never do, but never loop
+            os.pwrite(target, piece, start)
+            start += len(piece)
+        offset = end
+    os.ftruncate(target, size)
 
 
 def _check_header(fd: int, chunk_size: int) -> None:

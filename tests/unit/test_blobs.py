@@ -136,6 +136,37 @@ def test_copy_to_another_directory_is_private_and_reads_back(tmp_path: Path) -> 
         source.copy_to(b"n" * 16, target)
 
 
+def test_a_copy_keeps_holes_as_holes_and_every_byte(tmp_path: Path) -> None:
+    source, target = Blobs(tmp_path / "a"), Blobs(tmp_path / "b")
+    source.root.mkdir()
+    target.root.mkdir()
+    big = 1024 * 1024
+    # Chunks 0 and 9 only: the slots between are holes, as unsent chunks are.
+    source.write(TID, 0, 0, os.urandom(big), big)
+    source.write(TID, 9, 1, b"last", big)
+    source.sync(TID)
+    original = source.path(TID)
+    if original.stat().st_blocks * 512 >= original.stat().st_size:
+        pytest.fail("this file system stores no holes: the test cannot tell a sparse copy")
+    source.copy_to(TID, target)
+    copy = target.path(TID)
+    assert copy.read_bytes() == original.read_bytes()
+    # The copy takes about the space of what was written, not its length (9+ MiB).
+    assert copy.stat().st_blocks * 512 < 3 * big < copy.stat().st_size
+    assert target.read(TID, 9) == (1, b"last")
+
+
+def test_copying_a_file_that_ends_in_a_hole_keeps_its_length(tmp_path: Path) -> None:
+    source, target = Blobs(tmp_path / "a"), Blobs(tmp_path / "b")
+    source.root.mkdir()
+    target.root.mkdir()
+    source.write(TID, 0, 0, b"x", CHUNK)
+    with source.path(TID).open("r+b") as grown:
+        grown.truncate(10 * 1024 * 1024)  # a hole to the end
+    source.copy_to(TID, target)
+    assert target.path(TID).read_bytes() == source.path(TID).read_bytes()
+
+
 def test_sweep_removes_only_unreferenced_files(tmp_path: Path) -> None:
     blobs = Blobs(tmp_path)
     keep, drop = b"k" * 16, b"d" * 16
