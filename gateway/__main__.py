@@ -61,6 +61,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--idle-timeout", type=float, default=_DEFAULTS.idle_timeout)
     parser.add_argument("--total-timeout", type=float, default=_DEFAULTS.total_timeout)
     parser.add_argument("--max-connections", type=int, default=64)
+    parser.add_argument("--max-per-address", type=int, default=16)
     parser.add_argument("--request-timeout", type=float, default=10.0)
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
@@ -97,7 +98,7 @@ def listen_address(
 
 
 def _limits(args: argparse.Namespace) -> Limits:
-    for name in ("max_file_size", "max_packet_size", "max_connections"):
+    for name in ("max_file_size", "max_packet_size", "max_connections", "max_per_address"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')}: must be at least 1")
     for name in ("idle_timeout", "total_timeout", "request_timeout"):
@@ -160,7 +161,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         dialect = DIALECTS[args.dialect]
         host, port, warning = listen_address(args.listen, dialect, Path(PORT_FILE))
         options = ServerOptions(
-            host, port, dialect, _limits(args), args.max_connections, args.spool_dir or args.dir
+            host,
+            port,
+            dialect,
+            _limits(args),
+            args.max_connections,
+            args.max_per_address,
+            args.spool_dir or args.dir,
         )
         log = structlog.get_logger()
         log.warning("gateway.legacy_protocol", warning=WARNING)

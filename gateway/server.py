@@ -1,6 +1,7 @@
 """The gateway's asyncio TCP server: accept, cap, hand each connection to its handler.
 
-Guarantees: at most ``max_connections`` legacy connections are served at once; one more
+Guarantees: at most ``max_connections`` legacy connections are served at once, and at
+most ``max_per_address`` from one address (so one host cannot take every slot); one more
 gets the general error and is closed at once, before anything is read from it. A
 failure inside one connection's handler is logged and ends only that connection.
 The server never reads the store: everything goes through :class:`~gateway.backend.Backend`.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,7 @@ class ServerOptions:
     dialect: Dialect
     limits: Limits
     max_connections: int = 64
+    max_per_address: int = 16
     spool_dir: Path | None = None
 
 
@@ -43,6 +46,7 @@ class GatewayServer:
         self.options = options
         self.backend = backend
         self.active = 0
+        self._per_address: Counter[str] = Counter()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._log = structlog.get_logger()
@@ -67,14 +71,16 @@ class GatewayServer:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if isinstance(peer, tuple) else ""
         if self.active >= self.options.max_connections:
-            self._log.warning("legacy.connection_refused", reason="too many connections")
-            with contextlib.suppress(Exception):
-                writer.write(wire.encode_response(self.options.dialect, Response.GENERAL_ERROR))
-                await asyncio.wait_for(writer.drain(), 1.0)
-            writer.close()
+            await self._refuse(writer, "too many connections")
+            return
+        if self._per_address[address] >= self.options.max_per_address:
+            await self._refuse(writer, "too many connections from one address")
             return
         self.active += 1
+        self._per_address[address] += 1
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)
@@ -93,5 +99,15 @@ class GatewayServer:
             writer.close()
         finally:
             self.active -= 1
+            self._per_address[address] -= 1
+            if not self._per_address[address]:
+                del self._per_address[address]
             if task is not None:
                 self._tasks.discard(task)
+
+    async def _refuse(self, writer: asyncio.StreamWriter, reason: str) -> None:
+        self._log.warning("legacy.connection_refused", reason=reason)
+        with contextlib.suppress(Exception):
+            writer.write(wire.encode_response(self.options.dialect, Response.GENERAL_ERROR))
+            await asyncio.wait_for(writer.drain(), 1.0)
+        writer.close()

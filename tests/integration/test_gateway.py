@@ -114,6 +114,8 @@ def gateways(
             "1.5",
             "--max-connections",
             "6",
+            "--max-per-address",
+            "5",
             "--max-file-size",
             str(1024 * 1024),
         )
@@ -437,6 +439,18 @@ def test_bad_padding_and_wrong_length_get_the_same_answer(
     assert DIALECTS[dialect].responses[answers[0][0]] == "general_error"
 
 
+def test_one_address_cannot_take_every_slot(gateways: dict[str, Gateway]) -> None:
+    gateway = gateways["strict"]  # at most 5 from one address, 6 in all
+    idle = [idle_from(gateway, "127.0.0.30") for _ in range(5)]
+    try:
+        assert refused_from(gateway, "127.0.0.30")  # the 6th from that address
+        with gateway.client() as client:  # the sixth slot is still there for another
+            assert client.register(unique("other")).kind == "registered"
+    finally:
+        for sock in idle:
+            sock.close()
+
+
 def test_slow_loris_is_cut_off_and_others_are_served(gateways: dict[str, Gateway]) -> None:
     gateway = gateways["strict"]  # idle timeout 1.5 s
     stop = threading.Event()
@@ -468,15 +482,30 @@ def test_slow_loris_is_cut_off_and_others_are_served(gateways: dict[str, Gateway
         stop.set()
 
 
+def idle_from(gateway: Gateway, address: str) -> socket.socket:
+    """A connection from ``address`` (any 127.x.y.z reaches the gateway on loopback)."""
+    return socket.create_connection((HOST, gateway.port), timeout=10, source_address=(address, 0))
+
+
+def refused_from(gateway: Gateway, address: str) -> bool:
+    """Whether a new connection from ``address`` gets the general error and a close
+    (asked until the gateway has seen the idle connections opened before it)."""
+    deadline = time.monotonic() + 5
+    while True:
+        with idle_from(gateway, address) as sock:
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+        if received == general_error("a") or time.monotonic() > deadline:
+            return received == general_error("a")
+
+
 def test_connection_cap(gateways: dict[str, Gateway]) -> None:
     gateway = gateways["strict"]  # at most 6 at once
-    idle = [socket.create_connection((HOST, gateway.port), timeout=10) for _ in range(6)]
+    # From six addresses, so that the per-address cap (5) is not what refuses the 7th.
+    idle = [idle_from(gateway, f"127.0.0.{10 + n}") for n in range(6)]
     try:
-        deadline = time.monotonic() + 5
-        answer = b""
-        while time.monotonic() < deadline and answer != general_error("a"):
-            answer = raw(gateway, b"")  # the 7th connection is answered and closed
-        assert answer == general_error("a")
+        assert refused_from(gateway, "127.0.0.20")
     finally:
         for sock in idle:
             sock.close()
