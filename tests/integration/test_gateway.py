@@ -32,7 +32,7 @@ from workers.keyx import TRUSTED_GATEWAYS
 from workers.store import Store
 from workers.uploads import chunk_aad, data_key_context
 
-from .procs import Proc
+from .procs import ROOT, Proc
 from .stack import Stack
 from .test_server import ServerProcess
 
@@ -517,3 +517,31 @@ def test_connection_cap(gateways: dict[str, Gateway]) -> None:
         except (AssertionError, ConnectionError):
             if time.monotonic() > deadline:
                 raise
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--max-per-address", "0", "--max-per-address: must be at least 1"),
+        ("--max-per-address", "-3", "--max-per-address: must be at least 1"),
+        ("--max-per-address", "many", "argument --max-per-address: invalid int value"),
+        ("--max-connections", "0", "--max-connections: must be at least 1"),
+        ("--idle-timeout", "0", "--idle-timeout: must be positive"),
+        ("--max-file-size", "-1", "--max-file-size: must be at least 1"),
+    ],
+)
+def test_bad_limits_are_one_line_and_exit_2(
+    flag: str, value: str, expected: str, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "gateway", flag, value, "--dir", str(tmp_path / "gw")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert expected in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "gw").exists()  # refused before anything was made
