@@ -29,6 +29,19 @@ ECHO_WORKER = Path(__file__).resolve().parent / "echo_worker.py"
 WAIT = 10.0  # the longest any single readiness wait may take
 
 
+def run_module(module: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGS`` from the checkout, to completion; its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 class Proc:
     """A child process whose stdout and stderr lines are collected as they come."""
 

@@ -32,7 +32,7 @@ from workers.keyx import TRUSTED_GATEWAYS
 from workers.store import Store
 from workers.uploads import chunk_aad, data_key_context
 
-from .procs import ROOT, Proc
+from .procs import Proc, run_module
 from .stack import Stack
 from .test_server import ServerProcess
 
@@ -533,15 +533,7 @@ def test_connection_cap(gateways: dict[str, Gateway]) -> None:
 def test_bad_limits_are_one_line_and_exit_2(
     flag: str, value: str, expected: str, tmp_path: Path
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway", flag, value, "--dir", str(tmp_path / "gw")],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_module("gateway", flag, value, "--dir", str(tmp_path / "gw"))
     assert done.returncode == 2
     assert expected in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "gw").exists()  # refused before anything was made

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from .procs import ROOT, WAIT, Broker, Proc, wait_for_service
+from .procs import ROOT, WAIT, Broker, Proc, run_module, wait_for_service
 
 pytestmark = pytest.mark.integration
 
@@ -184,15 +184,7 @@ def test_children_die_with_a_killed_server(server: ServerProcess) -> None:
 
 
 def test_bad_sizing_is_one_line_and_exit_2(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "workers.server", "--data", str(tmp_path), "--workers", "fils=2"],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_module("workers.server", "--data", str(tmp_path), "--workers", "fils=2")
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "--workers" in result.stderr and "Traceback" not in result.stderr
