@@ -229,10 +229,10 @@ def chunk_request(
     aad = chunk_aad(position.transfer_id, codec)
     # Sealed straight into the buffer that is sent: one AES-GCM pass, no copy.
     length = len(memoryview(data).cast("B")) + crypto.OVERHEAD
-    reused = out is not None and len(out) >= length
-    sealed = memoryview(out if out is not None and reused else bytearray(length))[:length]
+    reused = out if out is not None and len(out) >= length else None
+    sealed = memoryview(reused if reused is not None else bytearray(length))[:length]
     crypto.seal_chunk_into(data_key, position.index, position.final, data, sealed, aad)
-    payload = zmq.Frame(sealed, copy=False, track=reused)
+    payload = zmq.Frame(sealed, copy=False, track=reused is not None)
     return Outgoing((encode_envelope(env), payload), env.request_id, MessageType.CHUNK_STORED)
 
 

@@ -17,33 +17,18 @@ from __future__ import annotations
 
 import ctypes
 import os
-import sys
 from collections.abc import Callable
 
-from common.ffi import holding_gil
+from common.ffi import libc_function
 
 __all__ = ["token_bytes"]
 
 _GETRANDOM_MAX = 256  # up to this many bytes, getrandom(2) returns them all at once
 
 
-def _load() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        getrandom: Callable[..., int] = holding_gil(
-            ctypes.CDLL(None).getrandom,
-            ctypes.c_ssize_t,
-            ctypes.c_char_p,
-            ctypes.c_size_t,
-            ctypes.c_uint,
-        )
-    except (OSError, AttributeError, ImportError):
-        return None
-    return getrandom
-
-
-_getrandom = _load()
+_getrandom: Callable[..., int] | None = libc_function(
+    "getrandom", ctypes.c_ssize_t, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, keep_gil=True
+)
 
 
 def token_bytes(n: int) -> bytes:

@@ -1,4 +1,7 @@
-"""C functions called through ctypes without giving up the GIL.
+"""C library functions through ctypes: found once, and optionally called keeping the GIL.
+
+:func:`libc_function` gives a function of the C library with its prototype, or None off
+Linux or where the library lacks it (callers then fall back on the standard library).
 
 ctypes releases the GIL around every foreign call, and getting it back means waiting for
 whichever thread took it meanwhile. For a call of a few microseconds that wait is the
@@ -11,9 +14,28 @@ keeps the GIL. Only for short calls: a long one would stop every other thread.
 from __future__ import annotations
 
 import ctypes
+import sys
 from typing import Any
 
-__all__ = ["holding_gil"]
+__all__ = ["holding_gil", "libc_function"]
+
+
+def libc_function(
+    name: str, restype: Any, *argtypes: Any, use_errno: bool = False, keep_gil: bool = False
+) -> Any | None:
+    """The C library's ``name`` with this prototype (:func:`holding_gil` if ``keep_gil``);
+    None off Linux or where the library has no such function."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = getattr(ctypes.CDLL(None, use_errno=use_errno), name)
+    except (OSError, AttributeError):
+        return None
+    if keep_gil:
+        return holding_gil(function, restype, *argtypes)
+    function.restype = restype
+    function.argtypes = list(argtypes)
+    return function
 
 
 def holding_gil(function: Any, restype: Any, *argtypes: Any) -> Any:

@@ -17,7 +17,8 @@ that refuses these values) it does nothing and says so by returning False.
 from __future__ import annotations
 
 import ctypes
-import sys
+
+from common.ffi import libc_function
 
 __all__ = ["keep_freed_buffers"]
 
@@ -31,14 +32,9 @@ _TRIM_THRESHOLD = 128 * 1024 * 1024
 
 def keep_freed_buffers() -> bool:
     """Have malloc reuse freed chunk-sized buffers; True if the C library agreed."""
-    if not sys.platform.startswith("linux"):
+    mallopt = libc_function("mallopt", ctypes.c_int, ctypes.c_int, ctypes.c_int)
+    if mallopt is None:
         return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(
         mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
     )

@@ -22,8 +22,9 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import sys
 from collections.abc import Callable
+
+from common.ffi import libc_function
 
 __all__ = ["reserve"]
 
@@ -32,19 +33,10 @@ _KEEP_SIZE = 0x01  # FALLOC_FL_KEEP_SIZE
 _UNSUPPORTED = frozenset({errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL, errno.ENODEV})
 
 
-def _load() -> Callable[[int, int, int, int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fallocate = ctypes.CDLL(None, use_errno=True).fallocate
-    except (OSError, AttributeError):
-        return None
-    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    fallocate.restype = ctypes.c_int
-    return fallocate
-
-
-_fallocate = _load()
+_int, _off = ctypes.c_int, ctypes.c_int64
+_fallocate: Callable[[int, int, int, int], int] | None = libc_function(
+    "fallocate", _int, _int, _int, _off, _off, use_errno=True
+)
 
 
 def reserve(fd: int, offset: int, length: int) -> bool:
