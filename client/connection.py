@@ -185,7 +185,7 @@ def register(
         on_event(f"trusting server {conn.endpoint} on first use: {pinned.fingerprint}")
     on_event(f"generating a {rsa_bits}-bit RSA key...")
     private_key = keys.generate_private_key(rsa_bits)
-    req = core.register_request(server_key, name)
+    req = core.register_request(server_key, name, private_key)
     client_id = core.open_registered(req, conn.send(REGISTER_SERVICE, req))
     identity = Identity(name, client_id, conn.endpoint, pinned.fingerprint, home)
     # Stored before the key exchange: the name is ours now, and `put` can finish the job.

@@ -175,9 +175,9 @@ def sealed_to_server(server_key: RsaKey, msg: Message) -> Outgoing:
     return Outgoing((env_bytes, payload), env.request_id, reply_type(env.type), one_time_key)
 
 
-def register_request(server_key: RsaKey, name: str) -> Outgoing:
-    """RegisterRequest sealed to the pinned server key."""
-    return sealed_to_server(server_key, RegisterRequest(name))
+def register_request(server_key: RsaKey, name: str, private_key: RsaKey) -> Outgoing:
+    """RegisterRequest (the name and ``private_key``'s public half) sealed to the server key."""
+    return sealed_to_server(server_key, RegisterRequest(name, keys.public_key_der(private_key)))
 
 
 def key_request(

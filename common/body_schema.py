@@ -135,6 +135,7 @@ _CRC = _field("crc", partial(check_uint, maximum=U32_MAX))
 _CHUNK_SIZE = _field("chunk_size", partial(check_uint, minimum=1, maximum=MAX_CHUNK_SIZE))
 _CHUNK_COUNT = _field("chunk_count", partial(check_uint, minimum=1))
 _SIGNATURE = _field("signature", partial(check_bytes, maximum=MAX_SIGNATURE_LEN))
+_PUBLIC_KEY = _field("public_key", partial(check_bytes, maximum=MAX_PUBLIC_KEY_LEN))
 _GATEWAY_KEY = _field("gateway_key", partial(check_bytes, maximum=MAX_PUBLIC_KEY_LEN))
 
 
@@ -148,14 +149,14 @@ def _files_load(value: object, field: str) -> tuple[FileInfo, ...]:
 
 
 SCHEMAS: dict[type, tuple[Field, ...]] = {
-    RegisterRequest: (_field("name", validate_client_name),),
+    RegisterRequest: (_field("name", validate_client_name), _PUBLIC_KEY),
     Registered: (_field("client_id", check_id),),
     ServerKeyRequest: (),
-    ServerKey: (_field("public_key", partial(check_bytes, maximum=MAX_PUBLIC_KEY_LEN)),),
+    ServerKey: (_PUBLIC_KEY,),
     KeyRequest: (
         _field("client_id", check_id),
         _field("name", validate_client_name),
-        _field("public_key", partial(check_bytes, maximum=MAX_PUBLIC_KEY_LEN)),
+        _PUBLIC_KEY,
         _field("timestamp", check_uint),
         _field("nonce", check_id),
         _SIGNATURE,
@@ -214,7 +215,7 @@ SCHEMAS: dict[type, tuple[Field, ...]] = {
     ),
     LegacySessionGranted: (
         _field("client_id", check_id),
-        _field("public_key", partial(check_bytes, maximum=MAX_PUBLIC_KEY_LEN)),
+        _PUBLIC_KEY,
         _field("session_id", check_id),
         _field("wrapped_key", partial(check_bytes, maximum=MAX_WRAPPED_KEY_LEN)),
         _field("expires_at", check_uint),

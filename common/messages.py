@@ -95,7 +95,10 @@ class Envelope:
 
 @dataclass(frozen=True, slots=True)
 class RegisterRequest:
+    """A new client: its name and the public key that alone may later prove it."""
+
     name: str
+    public_key: bytes
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,9 @@ only if all of these hold, else it is refused (``unknown-client`` / ``bad-proof`
   sender holds the private key;
 * the timestamp is within :data:`CLOCK_SKEW_MS` of the server's clock and the nonce was
   not used before by this client (spent in the same transaction as the grant);
-* the client has no key yet (the first key that proves itself wins) or ``public_key``
-  equals the stored one byte for byte: nobody can replace another client's key.
+* ``public_key`` equals the key the client registered with, byte for byte: nobody can
+  replace another client's key. Only a client registered by an earlier server, whose
+  registration did not carry the key, has none: its first key that proves itself wins.
 
 The grant is a fresh 32-byte session key and 16-byte session id, valid for the session
 TTL; the key travels RSA-OAEP-wrapped to the client's key, the grant is signed by the

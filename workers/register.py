@@ -4,9 +4,12 @@
   pins (trust on first use, like SSH ``known_hosts``): everything later is sealed to that
   key or signed by it, so a server showing another key cannot serve that client.
 * ``RegisterRequest`` arrives sealed to the server key. The name has been validated by the
-  codec (``invalid-name`` otherwise); a taken name is refused ``name-taken``. A new client
-  gets 16 random bytes as its id and no key yet: the key worker stores the first key
-  that proves possession of itself (see :mod:`workers.keyx`).
+  codec (``invalid-name`` otherwise) and the public key must be one the key exchange
+  accepts (``bad-request`` otherwise); a taken name is refused ``name-taken``. A new
+  client gets 16 random bytes as its id and keeps that key for good: from its first key
+  exchange on, only a request signed by that key gets a session (see :mod:`workers.keyx`).
+  The key is bound here, not at the first exchange, so nobody who learns a new id can
+  claim it with a key of their own before its owner connects.
 * ``LegacyRegisterRequest`` arrives sealed to the server key from a gateway the operator
   trusts (:func:`workers.keyx.verify_gateway`) and registers a client of the legacy
   protocol, flagged legacy: only the legacy exchange serves it (docs/legacy.md).
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import secrets
 
+from common import keys
 from common.errors import RefusedError
 from common.fields import ID_LEN
 from common.messages import (
@@ -46,8 +50,10 @@ def register_service(store: Store, data: DataDir) -> Dispatcher:
         return ServerKey(public_der)
 
     def register(ctx: Context, msg: RegisterRequest) -> Registered:
+        keys.load_public_key(msg.public_key)  # a key no exchange would accept: bad-request
         reply = Registered(secrets.token_bytes(ID_LEN))
-        if not store.create_client(reply.client_id, msg.name, ctx.now, ctx.record(reply)):
+        record = ctx.record(reply)
+        if not store.create_client(reply.client_id, msg.name, msg.public_key, ctx.now, record):
             raise RefusedError(ErrorCode.NAME_TAKEN, f"the name {msg.name!r} is taken")
         return reply
 

@@ -98,14 +98,16 @@ class Store(UploadTables):
     # -- clients and sessions ----------------------------------------------------------
 
     @translated
-    def create_client(self, client_id: bytes, name: str, now: int, record: ReplyRecord) -> bool:
-        """Add a client; False (and nothing changed) if the name is taken."""
+    def create_client(
+        self, client_id: bytes, name: str, public_key: bytes, now: int, record: ReplyRecord
+    ) -> bool:
+        """Add a client with its public key; False (and nothing changed) if the name is taken."""
         with db.write(self._db):
             if self._db.execute("SELECT 1 FROM clients WHERE name = ?", (name,)).fetchone():
                 return False
             self._db.execute(
-                "INSERT INTO clients (id, name, created_at) VALUES (?, ?, ?)",
-                (client_id, name, now),
+                "INSERT INTO clients (id, name, public_key, created_at) VALUES (?, ?, ?, ?)",
+                (client_id, name, public_key, now),
             )
             self._record(record, now)
         return True
@@ -128,10 +130,11 @@ class Store(UploadTables):
         now: int,
         record: ReplyRecord,
     ) -> Grant:
-        """Store the client's first key or check it, spend the nonce, add the session."""
+        """Check the client's key (store it if it has none), spend the nonce, add a session."""
         try:
             with db.write(self._db):
-                # First key wins; afterwards only the same key, byte for byte, matches.
+                # Only the client's key, byte for byte, matches; a client without one (a
+                # legacy client, or a row of an earlier server) takes the first.
                 updated = self._db.execute(
                     """UPDATE clients SET public_key = ?, aes_key = ?, last_seen = ?
                        WHERE id = ? AND revoked = 0 AND (public_key IS NULL OR public_key = ?)""",

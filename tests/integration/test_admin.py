@@ -280,7 +280,7 @@ def test_revoke_reaches_a_cached_session_at_once(tmp_path: Path) -> None:
         for n, name in enumerate(("alice", "bob")):
             client_id, session_id = bytes([n]) * 16, bytes([16 + n]) * 16
             record = ReplyRecord(client_id, b"r" * 16, b"d" * 16, b"sealed")
-            assert store.create_client(client_id, name, now, record)
+            assert store.create_client(client_id, name, b"pk", now, record)
             wrapped = master.wrap(crypto.random_key(), session_context(session_id))
             session = SessionRow(session_id, client_id, wrapped, now + 3_600_000, revoked=False)
             second = ReplyRecord(client_id, b"s" * 16, b"d" * 16, b"sealed")

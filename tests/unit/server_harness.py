@@ -157,6 +157,10 @@ class Client:
     def server_public(self) -> RsaKey:
         return self.server.server_public
 
+    @property
+    def public_der(self) -> bytes:
+        return keys.public_key_der(self.key)
+
     # -- sealed to the server -------------------------------------------------------
 
     def sealed(self, msg: Message, request_id: bytes | None = None) -> tuple[list[bytes], bytes]:
@@ -180,7 +184,7 @@ class Client:
         return decode_body(env.type, body)
 
     def register(self, request_id: bytes | None = None) -> Message:
-        frames, key = self.sealed(RegisterRequest(self.name), request_id)
+        frames, key = self.sealed(RegisterRequest(self.name, self.public_der), request_id)
         reply = self.open_reply(self.server.call("register", frames), frames[0], key)
         if isinstance(reply, Registered):
             self.client_id = reply.client_id
@@ -190,7 +194,7 @@ class Client:
         unsigned = KeyRequest(
             self.client_id,
             self.name,
-            keys.public_key_der(self.key),
+            self.public_der,
             self.server.now if timestamp is None else timestamp,
             nonce or secrets.token_bytes(16),
             b"\0",

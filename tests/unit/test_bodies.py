@@ -80,7 +80,8 @@ def wire(msg: Message) -> dict[str, Any]:
 
 FILE = FileInfo("dir/notes.txt", 12, 1_700_000_000_000, True, 3733384285, bytes(32))
 VALID: list[Message] = [
-    RegisterRequest("alice"),
+    RegisterRequest("alice", b"\x30" * 294),
+    RegisterRequest("alice", b"\x30" * 2048),
     Registered(ID),
     ServerKeyRequest(),
     ServerKey(b"\x30" * 294),
@@ -176,7 +177,7 @@ PUBLIC_KEY_BAD: list[object] = [b"", bytes(2049), "key", None, 0x30]
 DATA_KEY_BAD: list[object] = [b"", bytes(1), bytes(31), bytes(33), bytes(64), "k" * 32, None, 32]
 
 BAD_FIELDS: dict[type, dict[str, list[object]]] = {
-    RegisterRequest: {"name": CLIENT_NAME_BAD},
+    RegisterRequest: {"name": CLIENT_NAME_BAD, "public_key": PUBLIC_KEY_BAD},
     Registered: {"client_id": ID_BAD},
     ServerKey: {"public_key": PUBLIC_KEY_BAD},
     KeyRequest: {

@@ -98,7 +98,7 @@ file_infos = st.builds(
     st.one_of(st.none(), st.binary(min_size=32, max_size=32)),
 )
 messages: st.SearchStrategy[Message] = st.one_of(
-    st.builds(RegisterRequest, client_names),
+    st.builds(RegisterRequest, client_names, public_keys),
     st.builds(Registered, ids),
     st.just(ServerKeyRequest()),
     st.builds(ServerKey, public_keys),

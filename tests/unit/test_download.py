@@ -425,7 +425,7 @@ def upload(store: Store, blobs: Blobs, tid: bytes, at: int) -> None:
 def test_expiry_discards_old_unfinished_uploads_and_their_blobs(
     store: Store, tmp_path: Path
 ) -> None:
-    assert store.create_client(b"c" * 16, "alice", 0, ReplyRecord(b"", b"r" * 16, b"d", b"r"))
+    assert store.create_client(b"c" * 16, "alice", b"K", 0, ReplyRecord(b"", b"r" * 16, b"d", b"r"))
     blobs = Blobs(tmp_path / "blobs")
     blobs.root.mkdir()
     old, young = b"\x01" * 16, b"\x02" * 16
@@ -444,7 +444,7 @@ def test_expiry_discards_old_unfinished_uploads_and_their_blobs(
 def test_expiry_forgets_old_replies_and_a_busy_store_stops_nothing(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert store.create_client(b"c" * 16, "alice", 0, ReplyRecord(b"", b"r" * 16, b"d", b"r"))
+    assert store.create_client(b"c" * 16, "alice", b"K", 0, ReplyRecord(b"", b"r" * 16, b"d", b"r"))
     blobs = Blobs(tmp_path / "blobs")
     blobs.root.mkdir()
     old = b"\x01" * 16

@@ -212,7 +212,7 @@ def test_encode_envelope_refuses_invalid_values(env: Envelope) -> None:
 
 def test_encode_envelope_refuses_non_envelope() -> None:
     with pytest.raises(LocalProtocolError):
-        encode_envelope(RegisterRequest("alice"))  # type: ignore[arg-type]
+        encode_envelope(RegisterRequest("alice", b"k"))  # type: ignore[arg-type]
 
 
 def test_new_request_id_is_random_16_bytes() -> None:

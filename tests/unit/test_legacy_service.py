@@ -178,12 +178,18 @@ def test_only_rsa_1024_keys_are_legacy_keys(server: Server) -> None:
     )
 
 
-def test_the_native_exchange_refuses_a_legacy_key(server: Server) -> None:
-    """RSA-1024 is accepted only on the gateway's path."""
-    weak = legacy_key()
-    native = Client(server, "frank", weak)
-    native.register()
-    reply = native.connect()
+def test_the_native_path_refuses_a_legacy_key(server: Server) -> None:
+    """RSA-1024 is accepted only on the gateway's path: not by a registration, nor by the
+    exchange of a client that has no key yet (a row an earlier server wrote)."""
+    before = server.dump()
+    assert error_code(Client(server, "frank", legacy_key()).register()) == "bad-request"
+    assert server.dump() == before
+    frank = Client(server, "frank", rsa_key("frank"))
+    frank.register()
+    server.store._db.execute(
+        "UPDATE clients SET public_key = NULL WHERE id = ?", (frank.client_id,)
+    )
+    reply = Client(server, "frank", legacy_key(), client_id=frank.client_id).connect()
     assert isinstance(reply, ErrorReply) and reply.code == "bad-request"
 
 

@@ -182,9 +182,8 @@ def test_old_replies_are_forgotten_once_no_replay_could_be_taken(
 ) -> None:
     """Past the retention every kind of recorded request is refused before its reply would
     matter: the session has ended, the key request is stale, the name is taken."""
-    register, register_key = Client(server, "alice", rsa_key("alice")).sealed(
-        RegisterRequest("alice")
-    )
+    again = Client(server, "alice", rsa_key("alice"))
+    register, register_key = again.sealed(RegisterRequest("alice", again.public_der))
     key_frames, key_key = alice.sealed(alice.key_request())
     granted = alice.open_reply(server.call("key", key_frames), key_frames[0], key_key)
     assert not isinstance(granted, ErrorReply)

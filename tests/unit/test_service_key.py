@@ -1,4 +1,4 @@
-"""cipherdrop.key: proof of possession, first key wins, replays, fresh session keys."""
+"""cipherdrop.key: proof of possession of the registered key, replays, fresh session keys."""
 
 from __future__ import annotations
 
@@ -84,12 +84,26 @@ def test_nobody_can_replace_another_clients_public_key(server: Server, alice: Cl
     assert isinstance(alice.connect(), SessionGranted)
 
 
-def test_the_first_key_that_proves_itself_wins(server: Server, alice: Client) -> None:
-    # The id travels only encrypted, yet whoever first proves a key for it owns it (a
-    # known limit, docs/security.md); once set, the key sticks, even against the registrant.
+def test_a_new_client_cannot_be_claimed_with_another_key(server: Server, alice: Client) -> None:
+    # Mallory learned alice's new id before alice's first key exchange: the key alice
+    # registered with is the only one that gets a session.
+    mallory = Client(server, "alice", rsa_key("mallory"), client_id=alice.client_id)
+    before = server.dump()
+    assert error_code(mallory.connect()) == "bad-proof"
+    assert server.dump() == before
+    assert isinstance(alice.connect(), SessionGranted)
+
+
+def test_a_client_registered_without_a_key_takes_the_first_that_proves_itself(
+    server: Server, alice: Client
+) -> None:
+    # A row an earlier server wrote, whose registration did not carry the key.
+    server.store._db.execute(
+        "UPDATE clients SET public_key = NULL WHERE id = ?", (alice.client_id,)
+    )
     mallory = Client(server, "alice", rsa_key("mallory"), client_id=alice.client_id)
     assert isinstance(mallory.connect(), SessionGranted)
-    assert error_code(alice.connect()) == "bad-proof"
+    assert error_code(alice.connect()) == "bad-proof"  # once set, the key sticks
 
 
 def test_a_replayed_key_request_changes_nothing(server: Server, alice: Client) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
 import pytest
+from Crypto.PublicKey import RSA
 
 from common import keys
 from common.codec import decode_body, decode_envelope, encode_body
+from common.fields import MAX_PUBLIC_KEY_LEN
 from common.messages import (
     ErrorReply,
     Flags,
@@ -48,7 +51,7 @@ def test_register_returns_a_new_16_byte_id_sealed_to_the_one_time_key(server: Se
     reply = alice.register()
     assert isinstance(reply, Registered) and len(reply.client_id) == 16
     row = server.store.get_client(reply.client_id)
-    assert row is not None and row.name == "alice" and row.public_key is None
+    assert row is not None and row.name == "alice" and row.public_key == alice.public_der
 
 
 def test_a_taken_name_is_refused(server: Server) -> None:
@@ -64,7 +67,7 @@ def test_a_taken_name_is_refused(server: Server) -> None:
 def test_invalid_names_are_refused_and_store_nothing(server: Server, name: str) -> None:
     before = server.dump()
     client = Client(server, "placeholder", rsa_key("alice"))
-    body = encode_body(RegisterRequest("placeholder")).replace(
+    body = encode_body(RegisterRequest("placeholder", client.public_der)).replace(
         b"\xabplaceholder", _msgpack_str(name)
     )
     env = envelope(MessageType.REGISTER_REQUEST, flags=Flags.SEALED_TO_SERVER)
@@ -72,6 +75,36 @@ def test_invalid_names_are_refused_and_store_nothing(server: Server, name: str) 
     reply = client.open_reply(server.call("register", [env, payload]), env, key)
     assert error_code(reply) == "invalid-name"
     assert server.dump() == before
+
+
+@functools.cache
+def _bad_public_keys() -> dict[str, bytes]:
+    good = keys.public_key_der(rsa_key("alice"))
+    return {
+        "empty": b"",
+        "junk": b"not a key",
+        "truncated": good[:-1],
+        "trailing byte": good + b"\x00",
+        "PEM instead of DER": rsa_key("alice").public_key().export_key("PEM"),
+        "RSA-1024": RSA.generate(1024).public_key().export_key("DER"),
+        "exponent 3": RSA.construct((RSA.generate(2048, e=3).n, 3)).export_key("DER"),
+        "longer than any key": good + bytes(MAX_PUBLIC_KEY_LEN),
+    }
+
+
+@pytest.mark.parametrize("why", list(_bad_public_keys()))
+def test_a_key_no_exchange_would_accept_is_refused_and_stores_nothing(
+    server: Server, why: str
+) -> None:
+    client = Client(server, "alice", rsa_key("alice"))
+    before = server.dump()
+    body = msgpack.packb({"name": "alice", "public_key": _bad_public_keys()[why]})
+    env = envelope(MessageType.REGISTER_REQUEST, flags=Flags.SEALED_TO_SERVER)
+    payload, key = keys.seal_to_public_key(client.server_public, body, env)
+    reply = client.open_reply(server.call("register", [env, payload]), env, key)
+    assert error_code(reply) == "bad-request"
+    assert server.dump() == before
+    assert isinstance(client.register(), Registered)  # the name is still free, served as usual
 
 
 def _msgpack_str(text: str) -> bytes:
@@ -97,7 +130,7 @@ def test_a_request_id_reused_for_another_body_is_a_conflict(server: Server) -> N
 
 
 def test_a_plain_register_request_is_refused(server: Server) -> None:
-    frames = [envelope(MessageType.REGISTER_REQUEST), encode_body(RegisterRequest("eve"))]
+    frames = [envelope(MessageType.REGISTER_REQUEST), encode_body(RegisterRequest("eve", b"k"))]
     flags, reply = plain_reply(server.call("register", frames))
     assert flags == Flags(0) and isinstance(reply, ErrorReply)
     assert reply.code == "bad-request"
@@ -105,7 +138,7 @@ def test_a_plain_register_request_is_refused(server: Server) -> None:
 
 def test_a_tampered_sealed_request_is_an_integrity_error_in_plain(server: Server) -> None:
     alice = Client(server, "alice", rsa_key("alice"))
-    frames, _ = alice.sealed(RegisterRequest("alice"))
+    frames, _ = alice.sealed(RegisterRequest("alice", alice.public_der))
     tampered = bytearray(frames[1])
     tampered[-1] ^= 1
     flags, reply = plain_reply(server.call("register", [frames[0], bytes(tampered)]))

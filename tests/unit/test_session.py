@@ -132,35 +132,39 @@ def test_reply_with_extra_frames_is_refused(server_key: RsaKey) -> None:
 # --- registration --------------------------------------------------------------------------
 
 
-def test_register_round_trip(server_key: RsaKey) -> None:
-    req = core.register_request(server_key.public_key(), "alice")
+def test_register_round_trip(server_key: RsaKey, client_key: RsaKey) -> None:
+    req = core.register_request(server_key.public_key(), "alice", client_key)
     msg, one_time = open_sealed_request(server_key, req.frames)
-    assert msg == RegisterRequest("alice")
+    assert msg == RegisterRequest("alice", keys.public_key_der(client_key))
     frames = reply(req.request_id, Registered(CLIENT_ID), Flags.SEALED_REPLY, one_time)
     assert core.open_registered(req, frames) == CLIENT_ID
 
 
-def test_register_request_hides_the_name(server_key: RsaKey) -> None:
-    req = core.register_request(server_key.public_key(), "a-very-recognisable-name")
+def test_register_request_hides_the_name(server_key: RsaKey, client_key: RsaKey) -> None:
+    req = core.register_request(server_key.public_key(), "a-very-recognisable-name", client_key)
     assert b"recognisable" not in b"".join(req.frames)
 
 
-def test_unsealed_registered_reply_is_refused(server_key: RsaKey) -> None:
+def test_unsealed_registered_reply_is_refused(server_key: RsaKey, client_key: RsaKey) -> None:
     # An interceptor cannot hand us a client id of its choosing.
-    req = core.register_request(server_key.public_key(), "alice")
+    req = core.register_request(server_key.public_key(), "alice", client_key)
     with pytest.raises(RemoteProtocolError, match="must be sealed"):
         core.open_registered(req, reply(req.request_id, Registered(CLIENT_ID)))
 
 
-def test_registered_reply_under_another_key_fails_integrity(server_key: RsaKey) -> None:
-    req = core.register_request(server_key.public_key(), "alice")
+def test_registered_reply_under_another_key_fails_integrity(
+    server_key: RsaKey, client_key: RsaKey
+) -> None:
+    req = core.register_request(server_key.public_key(), "alice", client_key)
     frames = reply(req.request_id, Registered(CLIENT_ID), Flags.SEALED_REPLY, crypto.random_key())
     with pytest.raises(IntegrityError):
         core.open_registered(req, frames)
 
 
-def test_tampered_registered_envelope_fails_integrity(server_key: RsaKey) -> None:
-    req = core.register_request(server_key.public_key(), "alice")
+def test_tampered_registered_envelope_fails_integrity(
+    server_key: RsaKey, client_key: RsaKey
+) -> None:
+    req = core.register_request(server_key.public_key(), "alice", client_key)
     _, one_time = open_sealed_request(server_key, req.frames)
     env, payload = reply(req.request_id, Registered(CLIENT_ID), Flags.SEALED_REPLY, one_time)
     tampered = encode_envelope(dataclasses.replace(decode_envelope(env), client_id=b"z" * 16))
@@ -168,8 +172,8 @@ def test_tampered_registered_envelope_fails_integrity(server_key: RsaKey) -> Non
         core.open_registered(req, [tampered, payload])
 
 
-def test_name_taken_becomes_a_clear_refusal(server_key: RsaKey) -> None:
-    req = core.register_request(server_key.public_key(), "alice")
+def test_name_taken_becomes_a_clear_refusal(server_key: RsaKey, client_key: RsaKey) -> None:
+    req = core.register_request(server_key.public_key(), "alice", client_key)
     _, one_time = open_sealed_request(server_key, req.frames)
     error = ErrorReply(ErrorCode.NAME_TAKEN, "the name alice is taken")
     frames = reply(req.request_id, error, Flags.SEALED_REPLY, one_time)
@@ -180,8 +184,10 @@ def test_name_taken_becomes_a_clear_refusal(server_key: RsaKey) -> None:
     assert "the name alice is taken" in str(info.value)
 
 
-def test_plain_error_reply_is_accepted_before_any_key(server_key: RsaKey) -> None:
-    req = core.register_request(server_key.public_key(), "alice")
+def test_plain_error_reply_is_accepted_before_any_key(
+    server_key: RsaKey, client_key: RsaKey
+) -> None:
+    req = core.register_request(server_key.public_key(), "alice", client_key)
     frames = reply(req.request_id, ErrorReply(ErrorCode.INTEGRITY, "cannot open"))
     with pytest.raises(RefusedError) as info:
         core.open_registered(req, frames)

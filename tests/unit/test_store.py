@@ -51,12 +51,12 @@ def test_open_sets_wal_foreign_keys_synchronous_and_schema_version(store: Store)
 
 def test_reopening_keeps_data_and_does_not_migrate_again(tmp_path: Path) -> None:
     first = Store.open(tmp_path / "x.db")
-    assert first.create_client(b"c" * 16, "alice", NOW, record(b"r" * 16))
+    assert first.create_client(b"c" * 16, "alice", b"K", NOW, record(b"r" * 16))
     first.close()
     second = Store.open(tmp_path / "x.db")
     client = second.get_client(b"c" * 16)
     second.close()
-    assert client is not None and client.name == "alice" and client.public_key is None
+    assert client is not None and client.name == "alice" and client.public_key == b"K"
 
 
 def test_several_processes_creating_the_database_at_once_all_succeed(tmp_path: Path) -> None:
@@ -113,7 +113,7 @@ def test_a_locked_database_is_a_storage_error_saying_busy_not_locked(tmp_path: P
     holder._db.execute("BEGIN IMMEDIATE")
     try:
         with pytest.raises(StorageError) as caught:
-            waiter.create_client(b"c" * 16, "bob", NOW, record(b"r" * 16))
+            waiter.create_client(b"c" * 16, "bob", b"K", NOW, record(b"r" * 16))
         assert "busy" in str(caught.value) and "locked" not in str(caught.value)
     finally:
         holder._db.execute("ROLLBACK")
@@ -123,23 +123,23 @@ def test_a_locked_database_is_a_storage_error_saying_busy_not_locked(tmp_path: P
 
 
 def test_a_taken_name_changes_nothing(store: Store) -> None:
-    assert store.create_client(b"a" * 16, "alice", NOW, record(b"1" * 16))
-    assert not store.create_client(b"b" * 16, "alice", NOW, record(b"2" * 16))
+    assert store.create_client(b"a" * 16, "alice", b"K", NOW, record(b"1" * 16))
+    assert not store.create_client(b"b" * 16, "alice", b"K", NOW, record(b"2" * 16))
     assert store.get_client(b"b" * 16) is None
     assert store.find_reply(b"", b"2" * 16) is None
 
 
 def test_a_reply_recorded_twice_rolls_back_the_second_effect(store: Store) -> None:
-    assert store.create_client(b"a" * 16, "alice", NOW, record(b"1" * 16))
+    assert store.create_client(b"a" * 16, "alice", b"K", NOW, record(b"1" * 16))
     with pytest.raises(DuplicateRequest):
-        store.create_client(b"b" * 16, "bob", NOW, record(b"1" * 16))
+        store.create_client(b"b" * 16, "bob", b"K", NOW, record(b"1" * 16))
     assert store.get_client(b"b" * 16) is None
     assert store.find_reply(b"", b"1" * 16) == (b"d" * 16, b"sealed reply")
 
 
 def test_pruning_forgets_the_replies_recorded_before_the_cutoff(store: Store) -> None:
     client = b"a" * 16
-    assert store.create_client(client, "alice", NOW - 20, record(b"r" * 16))
+    assert store.create_client(client, "alice", b"K", NOW - 20, record(b"r" * 16))
     for age, request_id in ((10, b"1" * 16), (5, b"2" * 16), (1, b"3" * 16)):
         store.record_reply(record(request_id, client), NOW - age)
     assert store.prune_replies(NOW - 5) == 2  # the registration and request 1
@@ -184,9 +184,28 @@ def session(client: bytes, sid: bytes = b"s" * 16) -> SessionRow:
     return SessionRow(sid, client, b"wrapped", NOW + 1000, revoked=False)
 
 
-def test_first_key_wins_and_later_keys_must_match(store: Store) -> None:
+def test_only_the_registered_key_gets_a_session(store: Store) -> None:
     client = b"a" * 16
-    store.create_client(client, "alice", NOW, record(b"1" * 16))
+    store.create_client(client, "alice", b"KEY-A", NOW, record(b"1" * 16))
+    assert store.get_client(client).public_key == b"KEY-A"  # type: ignore[union-attr]
+    other = store.grant_session(
+        session(client, b"t" * 16), b"KEY-B", b"n2", NOW, NOW - 10, NOW, record(b"3" * 16)
+    )
+    assert other is Grant.KEY_MISMATCH
+    assert store.get_client(client).public_key == b"KEY-A"  # type: ignore[union-attr]
+    assert store.get_session(b"t" * 16) is None
+    assert store.find_reply(b"", b"3" * 16) is None
+    grant = store.grant_session(
+        session(client), b"KEY-A", b"n1", NOW, NOW - 10, NOW, record(b"2" * 16)
+    )
+    assert grant is Grant.GRANTED
+
+
+def test_a_client_registered_without_a_key_takes_the_first_and_keeps_it(store: Store) -> None:
+    # A row an earlier server wrote: its registration did not carry the key.
+    client = b"a" * 16
+    store.create_client(client, "alice", b"unused", NOW, record(b"1" * 16))
+    store._db.execute("UPDATE clients SET public_key = NULL WHERE id = ?", (client,))
     grant = store.grant_session(
         session(client), b"KEY-A", b"n1", NOW, NOW - 10, NOW, record(b"2" * 16)
     )
@@ -197,12 +216,11 @@ def test_first_key_wins_and_later_keys_must_match(store: Store) -> None:
     assert other is Grant.KEY_MISMATCH
     assert store.get_client(client).public_key == b"KEY-A"  # type: ignore[union-attr]
     assert store.get_session(b"t" * 16) is None
-    assert store.find_reply(b"", b"3" * 16) is None
 
 
 def test_a_spent_nonce_is_refused_and_changes_nothing(store: Store) -> None:
     client = b"a" * 16
-    store.create_client(client, "alice", NOW, record(b"1" * 16))
+    store.create_client(client, "alice", b"K", NOW, record(b"1" * 16))
     store.grant_session(session(client), b"K", b"n1", NOW, NOW - 10, NOW, record(b"2" * 16))
     again = store.grant_session(
         session(client, b"t" * 16), b"K", b"n1", NOW, NOW - 10, NOW, record(b"3" * 16)
@@ -213,7 +231,7 @@ def test_a_spent_nonce_is_refused_and_changes_nothing(store: Store) -> None:
 
 def test_chunks_are_only_added_to_open_uploads(store: Store) -> None:
     client = b"a" * 16
-    store.create_client(client, "alice", NOW, record(b"1" * 16))
+    store.create_client(client, "alice", b"K", NOW, record(b"1" * 16))
     upload = UploadRow(b"u" * 16, client, "f", 10, 10, 1, b"wrapped")
     store.create_upload(upload, NOW, record(b"2" * 16, client))
     chunk = ChunkRow(0, 38, 10, 1234)
@@ -227,7 +245,7 @@ def test_chunks_are_only_added_to_open_uploads(store: Store) -> None:
 
 def test_publishing_replaces_the_old_file_in_one_step(store: Store) -> None:
     client = b"a" * 16
-    store.create_client(client, "alice", NOW, record(b"1" * 16))
+    store.create_client(client, "alice", b"K", NOW, record(b"1" * 16))
     for n, tid in enumerate((b"u" * 16, b"v" * 16)):
         upload = UploadRow(tid, client, "f", 1, 1, 1, b"wrapped")
         store.create_upload(upload, NOW, record(bytes([n]) * 16, client))
