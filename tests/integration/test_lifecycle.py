@@ -24,6 +24,7 @@ from client.connection import FILE_SERVICE
 from client.identity import load_identity
 from client.partial import part_paths
 from common.messages import Deleted, DeleteFile
+from workers.files import LIST_PAGE
 
 from .stack import ROOT, Stack, running_stack
 from .test_resume import CountingRelay as Relay
@@ -86,6 +87,26 @@ def test_ls_does_not_show_other_clients_files(stack: Stack, home: Path, tmp_path
     assert stack.client(other, "register", "lee-other").returncode == 0
     assert ls_json(stack, other) == {}
     assert stack.client(other, "ls").stdout.strip() == "no files"
+
+
+def test_ls_gathers_every_page(stack: Stack, tmp_path: Path) -> None:
+    many = tmp_path / "many"
+    assert stack.client(many, "register", "lee-many").returncode == 0
+    tree = tmp_path / "t"
+    tree.mkdir()
+    names = [f"t/{n:05d}" for n in range(LIST_PAGE + 2)]  # two pages, the second short
+    for name in names:
+        (tmp_path / name).write_bytes(name.encode())
+    result = stack.client(many, "put", "-r", "--quiet", str(tree), timeout=600)
+    assert result.returncode == 0, result.stderr
+    listed = stack.client(many, "ls", "--json")
+    assert listed.returncode == 0, listed.stderr
+    records = json.loads(listed.stdout)
+    assert [record["name"] for record in records] == names
+    assert all(record["size"] == len(record["name"]) for record in records)
+    table = stack.client(many, "ls")
+    assert table.returncode == 0
+    assert sum(line.startswith("t/") for line in table.stdout.splitlines()) == len(names)
 
 
 # --- get ---------------------------------------------------------------------------------
