@@ -138,7 +138,10 @@ class _IoThread(threading.Thread):
         self.shell = shell
         self.answer = answer
         self.inline = inline
-        self.requests: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
+        # Not a SimpleQueue: the caller's thread waits on it with a timeout and handles
+        # signals, and before Python 3.13 a SimpleQueue.get whose timeout passes while a
+        # signal handler runs goes on waiting forever (the worker then ignored SIGTERM).
+        self.requests: queue.Queue[Request | None] = queue.Queue()
         self.error: BaseException | None = None
         self._replies: queue.SimpleQueue[list[BodyPart]] = queue.SimpleQueue()
         self._done = threading.Event()
