@@ -94,6 +94,10 @@ class _Mismatch(Exception):
     """This attempt ended with a size/CRC disagreement or a refused chunk."""
 
 
+class _SourceChanged(FileAccessError):
+    """The file changed while this attempt read it: what was sent is no one version of it."""
+
+
 def open_source(path: Path) -> tuple[io.FileIO, int]:
     """Open a regular file for reading; its size. FileAccessError on any failure."""
     try:
@@ -153,6 +157,12 @@ def _attempt(
     progress.reset(total=size)
     try:
         crc = _send_chunks(account, stream, size, ready, options, progress)
+    except _SourceChanged as exc:
+        account.conn.reset()  # chunks of this attempt may still be in flight
+        _confirm(account, ready.transfer_id, Verdict.GIVE_UP)  # nothing of it is kept
+        raise FileAccessError(
+            f"{name}: the file {exc} while it was being read; not stored"
+        ) from None
     except RefusedError as exc:
         account.conn.reset()  # chunks of this attempt may still be in flight
         if exc.code != ErrorCode.INTEGRITY:
@@ -215,7 +225,7 @@ def _send_chunks(
             raise RemoteProtocolError("ChunkStored names another transfer")
         progress.update(length)
     if crc.length != size:
-        raise FileAccessError("the file changed while it was being read")
+        raise _SourceChanged("changed")
     return crc.digest()
 
 
@@ -244,6 +254,7 @@ def _chunk_requests(
     buffers = [memoryview(bytearray(min(chunk_size, size))) for _ in range(SEAL_AHEAD + 1)]
     free = 0  # the buffer no pending seal uses: the one used SEAL_AHEAD + 1 submits ago
     sealer = _Sealer(session, ready.data_key, options)
+    version = _version(stream)
     try:
         stream.seek(0)
         for index in range(count):
@@ -263,7 +274,15 @@ def _chunk_requests(
     finally:
         sealer.close()
     if stream.read(1):
-        raise FileAccessError("the file grew while it was being read")
+        raise _SourceChanged("grew")
+    if _version(stream) != version:
+        raise _SourceChanged("changed")
+
+
+def _version(stream: io.FileIO) -> tuple[int, int]:
+    """What a write to the file changes: its size and modification time."""
+    info = os.fstat(stream.fileno())
+    return info.st_size, info.st_mtime_ns
 
 
 class _Sealer:
@@ -360,5 +379,5 @@ def _read_exact(stream: io.FileIO, piece: memoryview) -> None:
         except OSError as exc:
             raise FileAccessError(f"cannot read the file: {exc.strerror or exc}") from exc
         if not got:
-            raise FileAccessError("the file shrank while it was being read")
+            raise _SourceChanged("shrank")
         filled += got

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgpack
@@ -359,6 +359,58 @@ def test_flipped_byte_in_a_chunk_fails_with_integrity_and_stores_nothing(
     assert "Traceback" not in result.stderr
     assert stored_plaintext(stack, alice, "tampered.bin") is None
     assert blob_dirs(stack) == before
+
+
+def _rewrite_in_place(path: Path) -> None:
+    with path.open("r+b") as f:
+        f.write(b"changed")
+
+
+def _append(path: Path) -> None:
+    with path.open("ab") as f:
+        f.write(b"more")
+
+
+def _cut_in_half(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+@pytest.mark.parametrize(
+    ("change", "word"),
+    [(_rewrite_in_place, "changed"), (_append, "grew"), (_cut_in_half, "shrank")],
+    ids=["rewritten", "appended", "truncated"],
+)
+def test_a_file_changed_while_it_is_read_is_refused_and_nothing_is_kept(
+    stack: Stack, alice: Path, tmp_path: Path, change: Callable[[Path], None], word: str
+) -> None:
+    source = tmp_path / f"{word}.bin"
+    source.write_bytes(os.urandom(40 * CHUNK))
+    os.utime(source, ns=(10**18, 10**18))  # any write now gives another time
+    changed: list[int] = []
+
+    def change_on_the_first_chunk(frames: list[bytes]) -> list[bytes]:
+        # ["", "MDPC01", service, envelope, payload]; the client cannot read more than its
+        # window and sealing lead beyond this chunk until the relay passes it on.
+        envelope = frames[3] if len(frames) == 5 and frames[3][:2] == b"\x98\x01" else None
+        if not changed and envelope and decode_envelope(envelope).type is MessageType.UPLOAD_CHUNK:
+            change(source)
+            changed.append(1)
+        return frames
+
+    before = blob_dirs(stack)
+    relay = Relay(stack.endpoint, on_request=change_on_the_first_chunk)
+    try:
+        result = stack.client(alice, "put", str(source), "--server", relay.endpoint, env=SMALL)
+    finally:
+        relay.close()
+    assert changed
+    assert result.returncode == ExitStatus.FILE_ERROR, result.stderr
+    assert f"{word}.bin: the file {word} while it was being read; not stored" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert stored_plaintext(stack, alice, source.name) is None
+    assert blob_dirs(stack) == before  # the partial transfer was dropped, not left to expire
+    put(stack, alice, source, **SMALL)  # the file as it is now uploads as usual
+    assert stored_plaintext(stack, alice, source.name) == source.read_bytes()
 
 
 def test_replayed_requests_change_nothing(stack: Stack, alice: Path, tmp_path: Path) -> None:

@@ -87,7 +87,7 @@ def test_a_file_that_grew_while_read_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"x" * (CHUNK + 1))
     ready = UploadReady(TID, crypto.random_key(), ())
-    with path.open("rb", buffering=0) as stream, pytest.raises(FileAccessError):
+    with path.open("rb", buffering=0) as stream, pytest.raises(FileAccessError, match="grew"):
         assert isinstance(stream, io.FileIO)
         list(
             upload._chunk_requests(
