@@ -90,6 +90,7 @@ class ErrorCode(enum.StrEnum):
     NOT_FOUND = "not-found"
     INTEGRITY = "integrity"
     TOO_LARGE = "too-large"
+    NO_SPACE = "no-space"
     CONFLICT = "conflict"
     INTERNAL = "internal"
     UNAVAILABLE = "unavailable"

@@ -67,6 +67,10 @@ class StorageError(CipherdropError):
     """The store failed to read or write."""
 
 
+class NoSpaceError(StorageError):
+    """The server's file system is full (or its quota reached): retrying at once won't help."""
+
+
 class FileAccessError(CipherdropError):
     """A local file is missing, unreadable, not a regular file, or changed while read."""
 

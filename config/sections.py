@@ -121,6 +121,8 @@ class StoreSettings(_Section):
     busy_timeout: float = field(default=30.0, metadata=_checked(checks.seconds(_HOUR)))
     # An upload still unfinished this long after it began is discarded, its space reclaimed.
     upload_expiry: float = field(default=_DAY, metadata=_checked(checks.seconds(365 * _DAY)))
+    # A new upload that would leave less than this many bytes free is refused (no-space).
+    min_free_space: int = field(default=256 * MIB, metadata=_checked(checks.integer(0, 1 << 62)))
 
 
 @dataclass(frozen=True, slots=True)

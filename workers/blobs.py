@@ -44,7 +44,7 @@ from pathlib import Path
 from common import background
 from common.crypto import OVERHEAD
 from common.earlysync import count_written
-from common.errors import StorageError
+from common.errors import NoSpaceError, StorageError
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "REMOVAL", "Blobs", "Slot", "slot_offset"]
 
@@ -58,6 +58,7 @@ _FILE_HEADER = struct.Struct(">8sI4x")  # magic, chunk size
 _SLOT_HEADER = struct.Struct(">BI")  # codec, sealed length
 _HEX_ID = re.compile(r"[0-9a-f]{32}")
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_FULL = (errno.ENOSPC, errno.EDQUOT)  # a write that fails for want of space
 _TRACKED = 64  # uploads whose unsynced byte counts one process remembers
 _COPY_BLOCK = 1024 * 1024
 # Where the platform has them (Linux, the BSDs, macOS): lseek to the next data, the next hole.
@@ -116,6 +117,8 @@ class Slot:
                 while written < len(data):
                     written += os.pwrite(self._fd, data[written:], self._offset + written)
         except OSError as exc:
+            if exc.errno in _FULL:
+                raise NoSpaceError(f"no space left on the server for chunk {self.index}") from exc
             raise StorageError(f"cannot write chunk {self.index}: {exc.strerror or exc}") from exc
         self._blobs._written(self._transfer_id, self._fd, written)
 
@@ -190,6 +193,14 @@ class Blobs:
         finally:
             os.close(fd)
 
+    def free_space(self) -> int:
+        """Bytes an unprivileged writer may still use on the blobs' file system."""
+        try:
+            info = os.statvfs(self.root)
+        except OSError as exc:
+            raise StorageError(f"cannot read the free space: {exc.strerror or exc}") from exc
+        return info.f_bavail * info.f_frsize
+
     def sync(self, transfer_id: bytes) -> None:
         """Make a transfer's file, its contents and its name durable."""
         self._forget(transfer_id)
@@ -201,6 +212,8 @@ class Blobs:
                 os.close(fd)
             _fsync_directory(self.root)
         except OSError as exc:
+            if exc.errno in _FULL:  # delayed allocation: the space is taken at writeback
+                raise NoSpaceError("no space left on the server for the upload") from exc
             raise StorageError(f"cannot sync chunks: {exc.strerror or exc}") from exc
 
     def remove(self, transfer_id: bytes) -> None:

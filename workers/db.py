@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from common.errors import StorageError
+from common.errors import NoSpaceError, StorageError
 from workers.schema import LATEST_VERSION, MIGRATIONS
 
 __all__ = ["connect", "translated", "write"]
@@ -46,6 +46,8 @@ def translated(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+                raise NoSpaceError("no space left on the server for the database") from exc
             raise StorageError(f"store failure: {_describe(exc)}") from exc
 
     return wrapper

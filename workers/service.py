@@ -39,7 +39,13 @@ from common.codec import (
     error_code_for,
     head,
 )
-from common.errors import IntegrityError, RefusedError, RemoteProtocolError, StorageError
+from common.errors import (
+    IntegrityError,
+    NoSpaceError,
+    RefusedError,
+    RemoteProtocolError,
+    StorageError,
+)
 from common.keys import RsaKey
 from common.messages import (
     Envelope,
@@ -246,6 +252,8 @@ class Dispatcher:
             raise _Refusal(ErrorCode.INTEGRITY, "integrity check failed", protection) from exc
         except RemoteProtocolError as exc:
             raise _Refusal(error_code_for(exc), str(exc), protection) from exc
+        except NoSpaceError as exc:
+            raise _Refusal(ErrorCode.NO_SPACE, str(exc), protection) from exc
         except StorageError as exc:
             raise _Refusal(
                 ErrorCode.INTERNAL, f"{exc}; retry with the same request id", protection

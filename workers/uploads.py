@@ -75,15 +75,30 @@ class _Open:
 
 
 class Uploads:
-    """The upload handlers; the store, blobs and master key are given."""
+    """The upload handlers; the store, blobs and master key are given.
+
+    A new upload is refused ``no-space`` when storing it whole would leave less than
+    ``min_free_space`` bytes free on the blobs' file system: the client learns it before
+    sending anything, not near the end. Uploads running at once each see the space free
+    when they began, so a write can still find the disk full; that chunk is refused
+    ``no-space`` too (common.errors.NoSpaceError) and the upload can resume later.
+    """
 
     def __init__(
-        self, store: Store, blobs: Blobs, master: MasterKey, max_chunk_size: int, cache: int = 256
+        self,
+        store: Store,
+        blobs: Blobs,
+        master: MasterKey,
+        max_chunk_size: int,
+        cache: int = 256,
+        *,
+        min_free_space: int = 0,
     ) -> None:
         self.store = store
         self.blobs = blobs
         self.master = master
         self.max_chunk_size = max_chunk_size
+        self.min_free_space = min_free_space
         self._cache: OrderedDict[bytes, _Open] = OrderedDict()
         self._cache_size = cache
         self._scratch = bytearray()  # plaintext of the chunk being checked
@@ -117,6 +132,9 @@ class Uploads:
             reply = UploadReady(old.transfer_id, key, self.store.stored_indexes(old.transfer_id))
             self.store.record_reply(ctx.record(reply), ctx.now)
             return reply
+        needed = msg.size + msg.chunk_count * crypto.OVERHEAD  # the chunks' sealed bytes at most
+        if self.blobs.free_space() - needed < self.min_free_space:
+            raise RefusedError(ErrorCode.NO_SPACE, f"the server has no room for {msg.size} bytes")
         transfer_id = secrets.token_bytes(ID_LEN)
         key = crypto.random_key()
         row = UploadRow(

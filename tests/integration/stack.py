@@ -43,6 +43,7 @@ class Stack:
         log_level: str = "info",
         broker_endpoint: str = "tcp://127.0.0.1:*",
         heartbeat: tuple[float, int] = HEARTBEAT,
+        store: Mapping[str, int | float | str] | None = None,
     ) -> None:
         self.base = Path(base)
         self.data_dir = self.base / "server"
@@ -51,7 +52,10 @@ class Stack:
         # (os.environ) stays untouched.
         self.base.mkdir(parents=True, exist_ok=True)
         data_dir = json.dumps(str(self.data_dir))  # a JSON string is a valid TOML string
-        self.config.write_text(f"[crypto]\nrsa_bits = {rsa_bits}\n[store]\ndata_dir = {data_dir}\n")
+        extra = "".join(f"{name} = {json.dumps(value)}\n" for name, value in (store or {}).items())
+        self.config.write_text(
+            f"[crypto]\nrsa_bits = {rsa_bits}\n[store]\ndata_dir = {data_dir}\n{extra}"
+        )
         self.log_level = log_level
         self.rsa_bits = rsa_bits
         interval, liveness = heartbeat

@@ -443,6 +443,24 @@ def test_replayed_requests_change_nothing(stack: Stack, alice: Path, tmp_path: P
     assert stored_plaintext(stack, alice, "replay.txt") == b"second version\n"
 
 
+def test_an_upload_the_server_has_no_room_for_is_refused_before_it_starts(tmp_path: Path) -> None:
+    # More free space than any disk has must stay free: no upload fits.
+    with running_stack(
+        tmp_path / "stack", file_workers=1, store={"min_free_space": 1 << 62}
+    ) as stack:
+        home = tmp_path / "home"
+        assert stack.client(home, "register", "fay").returncode == 0
+        source = tmp_path / "roomless.txt"
+        source.write_text("no room for me\n")
+        result = stack.client(home, "put", str(source))
+        assert result.returncode == ExitStatus.REFUSED, result.stderr
+        assert "out of disk space" in result.stderr and "no room for 15 bytes" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert stored_plaintext(stack, home, "roomless.txt") is None
+        assert blob_dirs(stack) == set()
+        assert stack.client(home, "ls", "--json").stdout.strip() == "[]"
+
+
 SLOW_WINDOW = {"CIPHERDROP_CLIENT_WINDOW": "2"}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -46,10 +47,12 @@ from common.messages import (
     Verdict,
     carries_data,
 )
+from workers import blobs as blobs_module
 from workers import files as files_module
 from workers.blobs import REMOVAL
+from workers.files import file_service
 
-from .server_harness import Client, Server, envelope, error_code, rsa_key
+from .server_harness import MAX_CHUNK, Client, Server, envelope, error_code, rsa_key
 
 CHUNK = 4096
 
@@ -523,3 +526,54 @@ def test_telling_chunk_requests_apart_never_raises(server: Server, frames: list[
     expected = len(frames) == 2 and frames[0][:3] in CHUNK_HEADS
     assert server.file.is_chunk_request(frames) is expected
     assert server.file.is_chunk_request([zmq.Frame(f) for f in frames]) is expected
+
+
+# --- a full disk ------------------------------------------------------------------------------
+
+
+def test_an_upload_that_would_leave_too_little_free_space_is_refused(
+    server: Server, alice: Client
+) -> None:
+    server.file = file_service(server.store, server.data, MAX_CHUNK, min_free_space=1 << 62)
+    before = server.dump()
+    assert error_code(alice.ask(UploadBegin("big", 10, CHUNK, 1))) == "no-space"
+    assert server.dump() == before
+    server.file = file_service(server.store, server.data, MAX_CHUNK)  # room again
+    alice.upload("big", b"0123456789", CHUNK)
+
+
+def test_a_chunk_that_finds_the_disk_full_is_refused_and_can_be_sent_again(
+    server: Server, alice: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(2 * CHUNK)
+    ready = alice.begin("full", data, CHUNK)
+    frames = alice.chunk_frames(ready, 0, False, data[:CHUNK])
+
+    def disk_full(*args: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    before = server.dump()
+    with monkeypatch.context() as patch:
+        patch.setattr(blobs_module.os, "pwritev", disk_full)
+        assert error_code(alice.send_chunk(frames)) == "no-space"
+    assert server.dump() == before  # no chunk row: the chunk is not held
+    assert alice.send_chunk(frames) == ChunkStored(ready.transfer_id, 0)
+
+
+def test_a_full_database_is_refused_no_space_and_changes_nothing(
+    server: Server, alice: Client
+) -> None:
+    # SQLite's own limit gives the error a full disk gives: SQLITE_FULL.
+    pages = server.store._db.execute("PRAGMA page_count").fetchone()[0]
+    server.store._db.execute(f"PRAGMA max_page_count = {pages}")
+    for n in range(5000):  # new uploads until the pages it has are used up
+        before = server.dump()
+        reply = alice.ask(UploadBegin(f"n{n}", 1, CHUNK, 1))
+        if isinstance(reply, ErrorReply):
+            break
+    else:
+        pytest.fail("the database never filled up")
+    assert reply.code == "no-space"
+    assert server.dump() == before
+    server.store._db.execute(f"PRAGMA max_page_count = {pages + 100}")  # room again
+    assert isinstance(alice.ask(UploadBegin(f"n{n}", 1, CHUNK, 1)), UploadReady)
