@@ -123,6 +123,10 @@ class Account:
             self._session = self.reconnect()
         return self._session
 
+    def source_token(self, size: int, mtime_ns: int) -> bytes:
+        """This client's token for a file version (:func:`client.session.source_token`)."""
+        return core.source_token(self._private_key, size, mtime_ns)
+
     def reconnect(self) -> core.Session:
         """Key exchange: prove possession of our key, get a new session key."""
         kx = core.key_request(

@@ -21,7 +21,10 @@ Guarantees:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -190,6 +193,16 @@ def key_request(
     signature = keys.sign(private_key, key_request_signed_bytes(unsigned))
     request = KeyRequest(client_id, name, unsigned.public_key, now_ms, nonce, signature)
     return KeyExchange(sealed_to_server(server_key, request), client_id, nonce)
+
+
+def source_token(private_key: RsaKey, size: int, mtime_ns: int) -> bytes:
+    """``UploadBegin.source``: 16 bytes that change with the file's size and modification
+    time, keyed by the client's private key, so the server can match a resume to the same
+    version of a file without learning when it was modified."""
+    d = int(private_key.d)
+    secret = hashlib.sha256(b"cipherdrop-source-v1" + d.to_bytes((d.bit_length() + 7) // 8))
+    version = struct.pack(">Qq", size, mtime_ns)
+    return hmac.new(secret.digest(), version, hashlib.sha256).digest()[:16]
 
 
 def session_request(session: Session, msg: Message) -> Outgoing:

@@ -152,11 +152,13 @@ def _attempt(
     attempt: int,
 ) -> UploadResult:
     count = chunk_count_for(size, options.chunk_size)
-    ready = account.call(UploadBegin(name, size, options.chunk_size, count), UploadReady)
+    version = _version(stream)  # what is read must be this version, and only it resumes
+    begin = UploadBegin(name, size, options.chunk_size, count, account.source_token(*version))
+    ready = account.call(begin, UploadReady)
     last = attempt >= MAX_ATTEMPTS
     progress.reset(total=size)
     try:
-        crc = _send_chunks(account, stream, size, ready, options, progress)
+        crc = _send_chunks(account, stream, size, version, ready, options, progress)
     except _SourceChanged as exc:
         account.conn.reset()  # chunks of this attempt may still be in flight
         _confirm(account, ready.transfer_id, Verdict.GIVE_UP)  # nothing of it is kept
@@ -209,11 +211,15 @@ def _send_chunks(
     account: Account,
     stream: io.FileIO,
     size: int,
+    version: tuple[int, int],
     ready: UploadReady,
     options: UploadOptions,
     progress: Progress,
 ) -> int:
-    """Send every chunk the server lacks, ``window`` in flight; the CRC of the whole file."""
+    """Send every chunk the server lacks, ``window`` in flight; the CRC of the whole file.
+
+    ``version`` (:func:`_version`) is the file's when the upload began: it must still be
+    that once every chunk is stored, else what was sent is no one version of it."""
     crc = Cksum()
     in_flight: dict[bytes, tuple[core.Outgoing, int]] = {}
     session = account.session
@@ -224,7 +230,7 @@ def _send_chunks(
         if stored.transfer_id != ready.transfer_id:
             raise RemoteProtocolError("ChunkStored names another transfer")
         progress.update(length)
-    if crc.length != size:
+    if crc.length != size or _version(stream) != version:
         raise _SourceChanged("changed")
     return crc.digest()
 
@@ -254,7 +260,6 @@ def _chunk_requests(
     buffers = [memoryview(bytearray(min(chunk_size, size))) for _ in range(SEAL_AHEAD + 1)]
     free = 0  # the buffer no pending seal uses: the one used SEAL_AHEAD + 1 submits ago
     sealer = _Sealer(session, ready.data_key, options)
-    version = _version(stream)
     try:
         stream.seek(0)
         for index in range(count):
@@ -275,8 +280,6 @@ def _chunk_requests(
         sealer.close()
     if stream.read(1):
         raise _SourceChanged("grew")
-    if _version(stream) != version:
-        raise _SourceChanged("changed")
 
 
 def _version(stream: io.FileIO) -> tuple[int, int]:

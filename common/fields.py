@@ -22,6 +22,7 @@ __all__ = [
     "MAX_LIST_LEN",
     "MAX_PUBLIC_KEY_LEN",
     "MAX_SIGNATURE_LEN",
+    "MAX_SOURCE_LEN",
     "MAX_WRAPPED_KEY_LEN",
     "SHA256_LEN",
     "U8_MAX",
@@ -48,6 +49,7 @@ MAX_PUBLIC_KEY_LEN = 2048  # DER SubjectPublicKeyInfo; RSA-8192 needs about 1.1 
 MAX_SIGNATURE_LEN = 1024  # RSA-8192
 MAX_WRAPPED_KEY_LEN = 1024  # RSA-OAEP output is the modulus size
 MAX_ERROR_MESSAGE_LEN = 1024
+MAX_SOURCE_LEN = 32  # UploadBegin.source: a file version token
 
 E = TypeVar("E", bound=enum.Enum)
 Checker = Callable[[object, str], object]

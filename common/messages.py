@@ -145,10 +145,14 @@ class SessionGranted:
 
 @dataclass(frozen=True, slots=True)
 class UploadBegin:
+    """``source`` names the version of the file (0-32 bytes, the client's choice): only an
+    unfinished upload begun with the same one is resumed."""
+
     name: str
     size: int
     chunk_size: int
     chunk_count: int
+    source: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,5 +99,10 @@ _V2 = (
     "CREATE INDEX replies_by_age ON replies (created_at)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+_V3 = (
+    # The version of the file an upload was begun for: a resume needs the same one.
+    "ALTER TABLE uploads ADD COLUMN source BLOB NOT NULL DEFAULT x''",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 LATEST_VERSION = len(MIGRATIONS)

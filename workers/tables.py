@@ -63,25 +63,28 @@ class UploadTables(Tables):
 
     @translated
     def find_open_upload(
-        self, client_id: bytes, name: str, size: int, chunk_size: int
+        self, client_id: bytes, name: str, size: int, chunk_size: int, source: bytes = b""
     ) -> UploadRow | None:
         """The unfinished upload this UploadBegin resumes, if there is one."""
         row = self._db.execute(
             """SELECT transfer_id, client_id, name, size, chunk_size, chunk_count, data_key,
                 state, crc FROM uploads WHERE client_id = ? AND name = ?
-                AND size = ? AND chunk_size = ? AND state = 'open'
+                AND size = ? AND chunk_size = ? AND source = ? AND state = 'open'
                 ORDER BY created_at DESC LIMIT 1""",
-            (client_id, name, size, chunk_size),
+            (client_id, name, size, chunk_size, source),
         ).fetchone()
         return None if row is None else UploadRow(*row)
 
     @translated
-    def create_upload(self, upload: UploadRow, now: int, record: ReplyRecord) -> None:
+    def create_upload(
+        self, upload: UploadRow, now: int, record: ReplyRecord, source: bytes = b""
+    ) -> None:
         with db.write(self._db):
             self._db.execute(
                 """INSERT INTO uploads (transfer_id, client_id, name, size, chunk_size,
-                   chunk_count, data_key, state, crc, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)""",
-                (*_upload_values(upload), now),
+                   chunk_count, data_key, state, crc, created_at, source)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?)""",
+                (*_upload_values(upload), now, source),
             )
             self._record(record, now)
 

@@ -126,7 +126,9 @@ class Uploads:
             raise RefusedError(ErrorCode.TOO_LARGE, f"chunk_size above {self.max_chunk_size}")
         if msg.chunk_count > MAX_LIST_LEN:
             raise RefusedError(ErrorCode.TOO_LARGE, f"more than {MAX_LIST_LEN} chunks")
-        old = self.store.find_open_upload(ctx.client_id, msg.name, msg.size, msg.chunk_size)
+        old = self.store.find_open_upload(
+            ctx.client_id, msg.name, msg.size, msg.chunk_size, msg.source
+        )
         if old is not None:  # resume
             key = self.master.unwrap(old.data_key, data_key_context(old.transfer_id))
             reply = UploadReady(old.transfer_id, key, self.store.stored_indexes(old.transfer_id))
@@ -147,7 +149,7 @@ class Uploads:
             self.master.wrap(key, data_key_context(transfer_id)),
         )
         reply = UploadReady(transfer_id, key, ())
-        self.store.create_upload(row, ctx.now, ctx.record(reply))
+        self.store.create_upload(row, ctx.now, ctx.record(reply), msg.source)
         return reply
 
     def chunk(self, ctx: Context, payload: memoryview) -> ChunkStored:

@@ -154,6 +154,32 @@ def test_killed_upload_resumes_and_sends_less_than_60_percent_again(
     assert stored_plaintext(stack, home, "half.bin") == source.read_bytes()
 
 
+def test_a_file_changed_since_the_interrupted_upload_starts_over_in_one_attempt(
+    stack: Stack, home: Path, tmp_path: Path
+) -> None:
+    source = big_file(tmp_path / "edited.bin", 48 * MIB)
+    os.utime(source, ns=(10**18, 10**18))  # the edit below gives it another time
+    first = CountingRelay(stack.endpoint)
+    try:
+        client = stack.spawn_client(home, "put", "-q", str(source), "--server", first.endpoint)
+        wait_until(lambda: chunks_held(stack, "edited.bin") >= 24, "half stored", client)
+        kill_9(client)
+    finally:
+        first.close()
+    with source.open("r+b") as f:  # same size, other contents at the start
+        f.write(os.urandom(MIB))
+    again = CountingRelay(stack.endpoint)
+    try:
+        result = stack.client(home, "put", "-q", str(source), "--server", again.endpoint)
+    finally:
+        again.close()
+    assert result.returncode == 0, result.stderr
+    # Not resumed: every chunk sent once, and no second attempt after a CRC mismatch.
+    assert again.counts[MessageType.UPLOAD_CHUNK] == 48
+    assert again.counts[MessageType.UPLOAD_CONFIRM] == 1
+    assert stored_plaintext(stack, home, "edited.bin") == source.read_bytes()
+
+
 def test_killed_download_resumes_and_fetches_less_than_60_percent_again(
     stack: Stack, home: Path, tmp_path: Path
 ) -> None:

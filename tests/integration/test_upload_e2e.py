@@ -254,7 +254,8 @@ def test_server_refuses_traversing_and_nul_names(stack: Stack, alice: Path, name
         )
         env_bytes = encode_envelope(env)
         body = msgpack.packb(
-            {"name": name, "size": 1, "chunk_size": CHUNK, "chunk_count": 1}, use_bin_type=True
+            {"name": name, "size": 1, "chunk_size": CHUNK, "chunk_count": 1, "source": b""},
+            use_bin_type=True,
         )
         payload = crypto.seal(session.keys.client_to_server, body, env_bytes)
         req = core.Outgoing((env_bytes, payload), env.request_id, MessageType.UPLOAD_READY)

@@ -90,6 +90,8 @@ VALID: list[Message] = [
     SessionGranted(ID, b"\x02" * 384, 1_700_000_360_000, b"\x03" * 384),
     UploadBegin("big.iso", 5 * 2**30, 2**20, 5 * 2**10),
     UploadBegin("empty", 0, 2**20, 1),
+    UploadBegin("resumable", 3, 2**20, 1, bytes(16)),
+    UploadBegin("longest token", 3, 2**20, 1, bytes(32)),
     UploadReady(ID, DATA_KEY, ()),
     UploadReady(ID, DATA_KEY, (0, 1, 7, 2**63 - 1)),
     ChunkStored(ID, 2**40),
@@ -199,6 +201,7 @@ BAD_FIELDS: dict[type, dict[str, list[object]]] = {
         "size": U63_BAD,
         "chunk_size": [0, 64 * 2**20 + 1, *U63_BAD],
         "chunk_count": [0, 5 * 2**10 + 1, 5 * 2**10 - 1, *U63_BAD],
+        "source": [bytes(33), "token", None, 0],
     },
     UploadReady: {
         "transfer_id": ID_BAD,
@@ -303,7 +306,7 @@ def test_bad_case_table_covers_every_field() -> None:
 
 
 def test_error_codes_for_body_decode_failures() -> None:
-    body = {"name": "../../etc/passwd", "size": 1, "chunk_size": 1, "chunk_count": 1}
+    body = {"name": "../../etc/passwd", "size": 1, "chunk_size": 1, "chunk_count": 1, "source": b""}
     with pytest.raises(InvalidNameError) as name:
         decode_body(MessageType.UPLOAD_BEGIN, pack(body))
     assert error_code_for(name.value) is ErrorCode.INVALID_NAME

@@ -104,7 +104,9 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(ServerKey, public_keys),
     st.builds(KeyRequest, ids, client_names, public_keys, u63, ids, blob),
     st.builds(SessionGranted, ids, blob, u63, blob),
-    sized().flatmap(lambda s: st.builds(UploadBegin, file_names, *map(st.just, s))),
+    sized().flatmap(
+        lambda s: st.builds(UploadBegin, file_names, *map(st.just, s), st.binary(max_size=32))
+    ),
     st.builds(
         UploadReady, ids, data_keys, st.lists(u63, unique=True, max_size=50).map(sorted).map(tuple)
     ),

@@ -281,6 +281,20 @@ def test_resume_returns_the_same_transfer_key_and_stored_chunks(alice: Client) -
     assert committed.transfer_id == ready.transfer_id and committed.crc == cksum(data)
 
 
+def test_only_a_begin_for_the_same_source_version_resumes(alice: Client) -> None:
+    def begin(source: bytes) -> UploadReady:
+        ready = alice.ask(UploadBegin("big", 3 * CHUNK, CHUNK, 3, source))
+        assert isinstance(ready, UploadReady), ready
+        return ready
+
+    first = begin(b"v1" * 8)
+    alice.send_chunk(alice.chunk_frames(first, 1, False, os.urandom(CHUNK)))
+    assert begin(b"v1" * 8).transfer_id == first.transfer_id
+    other = begin(b"v2" * 8)  # the file changed since: a new upload, nothing held
+    assert other.transfer_id != first.transfer_id and other.stored == ()
+    assert begin(b"v1" * 8).stored == (1,)  # the old one is still there, until it expires
+
+
 def test_resend_discards_and_a_new_upload_replaces_the_old_file(
     server: Server, alice: Client
 ) -> None:

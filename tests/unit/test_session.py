@@ -412,3 +412,21 @@ def test_session_lost_twice_is_an_error(server_key: RsaKey, client_key: RsaKey) 
         account.call(UploadBegin("a", 0, 4, 1), UploadReady)  # type: ignore[attr-defined]
     assert info.value.code == "unknown-session"
     assert (conn.grants, conn.file_requests) == (2, 2)
+
+
+# --- the source token of an upload ---------------------------------------------------------
+
+
+def test_source_token_names_a_file_version_for_this_client_only(
+    client_key: RsaKey, server_key: RsaKey
+) -> None:
+    token = core.source_token(client_key, 1000, 1_700_000_000_123_456_789)
+    assert len(token) == 16
+    assert token == core.source_token(client_key, 1000, 1_700_000_000_123_456_789)
+    others = {
+        core.source_token(client_key, 1001, 1_700_000_000_123_456_789),  # grew
+        core.source_token(client_key, 1000, 1_700_000_000_123_456_790),  # touched
+        core.source_token(server_key, 1000, 1_700_000_000_123_456_789),  # another key
+        core.source_token(client_key, 1000, -1),  # before 1970
+    }
+    assert token not in others and len(others) == 4

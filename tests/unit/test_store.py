@@ -160,12 +160,22 @@ def test_a_version_1_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> 
     conn.execute(
         "INSERT INTO replies VALUES (?, ?, ?, ?, ?)", (b"a" * 16, b"1" * 16, b"d", b"r", NOW)
     )
+    conn.execute("INSERT INTO clients (id, name, created_at) VALUES (?, 'c', ?)", (b"c" * 16, NOW))
+    conn.execute(
+        """INSERT INTO uploads (transfer_id, client_id, name, size, chunk_size, chunk_count,
+           data_key, state, created_at) VALUES (?, ?, 'f', 1, 1, 1, x'00', 'open', ?)""",
+        (b"u" * 16, b"c" * 16, NOW),
+    )
     conn.commit()
     conn.close()
     migrated = Store.open(path)
     try:
-        assert pragma(migrated, "user_version") == LATEST_VERSION == 2
+        assert pragma(migrated, "user_version") == LATEST_VERSION == 3
         assert migrated.find_reply(b"a" * 16, b"1" * 16) == (b"d", b"r")
+        # An upload begun before versions were kept resumes for a begin without one.
+        resumed = migrated.find_open_upload(b"c" * 16, "f", 1, 1, b"")
+        assert resumed is not None and resumed.transfer_id == b"u" * 16
+        assert migrated.find_open_upload(b"c" * 16, "f", 1, 1, b"v" * 16) is None
         indexes = [row[1] for row in migrated._db.execute("PRAGMA index_list(replies)")]
         assert "replies_by_age" in indexes
     finally:
