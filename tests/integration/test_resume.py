@@ -130,23 +130,37 @@ def home(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+def put_killed_half_way(stack: Stack, home: Path, source: Path, chunks: int) -> CountingRelay:
+    """``put`` of ``source`` killed (-9) once the server holds half of its ``chunks``; the
+    relay it went through, with its counts."""
+    relay = CountingRelay(stack.endpoint)
+    try:
+        client = stack.spawn_client(home, "put", "-q", str(source), "--server", relay.endpoint)
+        wait_until(lambda: chunks_held(stack, source.name) >= chunks // 2, "half stored", client)
+        kill_9(client)
+    finally:
+        relay.close()
+    return relay
+
+
+def put_counted(
+    stack: Stack, home: Path, source: Path
+) -> tuple[subprocess.CompletedProcess[str], CountingRelay]:
+    """``put`` of ``source`` to the end, through a relay that counts what it sends."""
+    relay = CountingRelay(stack.endpoint)
+    try:
+        return stack.client(home, "put", "-q", str(source), "--server", relay.endpoint), relay
+    finally:
+        relay.close()
+
+
 def test_killed_upload_resumes_and_sends_less_than_60_percent_again(
     stack: Stack, home: Path, tmp_path: Path
 ) -> None:
     source = big_file(tmp_path / "half.bin")
-    first = CountingRelay(stack.endpoint)
-    try:
-        client = stack.spawn_client(home, "put", "-q", str(source), "--server", first.endpoint)
-        wait_until(lambda: chunks_held(stack, "half.bin") >= CHUNKS // 2, "half stored", client)
-        kill_9(client)
-    finally:
-        first.close()
+    first = put_killed_half_way(stack, home, source, CHUNKS)
     assert first.counts[MessageType.UPLOAD_CONFIRM] == 0  # it really was cut short
-    again = CountingRelay(stack.endpoint)
-    try:
-        result = stack.client(home, "put", "-q", str(source), "--server", again.endpoint)
-    finally:
-        again.close()
+    result, again = put_counted(stack, home, source)
     assert result.returncode == 0, result.stderr
     assert int(SUMMARY.match(result.stdout.strip())["crc"]) == cksum_command(source)  # type: ignore[index]
     sent = again.counts[MessageType.UPLOAD_CHUNK]
@@ -159,20 +173,10 @@ def test_a_file_changed_since_the_interrupted_upload_starts_over_in_one_attempt(
 ) -> None:
     source = big_file(tmp_path / "edited.bin", 48 * MIB)
     os.utime(source, ns=(10**18, 10**18))  # the edit below gives it another time
-    first = CountingRelay(stack.endpoint)
-    try:
-        client = stack.spawn_client(home, "put", "-q", str(source), "--server", first.endpoint)
-        wait_until(lambda: chunks_held(stack, "edited.bin") >= 24, "half stored", client)
-        kill_9(client)
-    finally:
-        first.close()
+    put_killed_half_way(stack, home, source, 48)
     with source.open("r+b") as f:  # same size, other contents at the start
         f.write(os.urandom(MIB))
-    again = CountingRelay(stack.endpoint)
-    try:
-        result = stack.client(home, "put", "-q", str(source), "--server", again.endpoint)
-    finally:
-        again.close()
+    result, again = put_counted(stack, home, source)
     assert result.returncode == 0, result.stderr
     # Not resumed: every chunk sent once, and no second attempt after a CRC mismatch.
     assert again.counts[MessageType.UPLOAD_CHUNK] == 48
