@@ -230,7 +230,7 @@ def _send_chunks(
         if stored.transfer_id != ready.transfer_id:
             raise RemoteProtocolError("ChunkStored names another transfer")
         progress.update(length)
-    if crc.length != size or _version(stream) != version:
+    if _version(stream) != version:  # a shorter or longer read has failed already
         raise _SourceChanged("changed")
     return crc.digest()
 

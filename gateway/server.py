@@ -45,7 +45,6 @@ class GatewayServer:
     def __init__(self, options: ServerOptions, backend: Backend) -> None:
         self.options = options
         self.backend = backend
-        self.active = 0
         self._per_address: Counter[str] = Counter()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -70,16 +69,19 @@ class GatewayServer:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def active(self) -> int:
+        """Connections being served now."""
+        return sum(self._per_address.values())
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         address = str(peer[0]) if isinstance(peer, tuple) else ""
-        if self.active >= self.options.max_connections:
+        if self.active() >= self.options.max_connections:
             await self._refuse(writer, "too many connections")
             return
         if self._per_address[address] >= self.options.max_per_address:
             await self._refuse(writer, "too many connections from one address")
             return
-        self.active += 1
         self._per_address[address] += 1
         task = asyncio.current_task()
         if task is not None:
@@ -98,7 +100,6 @@ class GatewayServer:
             self._log.exception("legacy.connection_failed")
             writer.close()
         finally:
-            self.active -= 1
             self._per_address[address] -= 1
             if not self._per_address[address]:
                 del self._per_address[address]
