@@ -91,6 +91,7 @@ class ErrorCode(enum.StrEnum):
     INTEGRITY = "integrity"
     TOO_LARGE = "too-large"
     NO_SPACE = "no-space"
+    OVER_QUOTA = "over-quota"
     CONFLICT = "conflict"
     INTERNAL = "internal"
     UNAVAILABLE = "unavailable"

@@ -123,6 +123,8 @@ class StoreSettings(_Section):
     upload_expiry: float = field(default=_DAY, metadata=_checked(checks.seconds(365 * _DAY)))
     # A new upload that would leave less than this many bytes free is refused (no-space).
     min_free_space: int = field(default=256 * MIB, metadata=_checked(checks.integer(0, 1 << 62)))
+    # Most bytes (file sizes) one client may keep, unfinished uploads included; 0: no limit.
+    quota: int = field(default=0, metadata=_checked(checks.integer(0, 1 << 62)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,5 +64,6 @@ def build_service(name: str, server: Server, settings: Settings) -> Dispatcher:
             MAX_CHUNK_SIZE,
             upload_expiry=settings.store.upload_expiry,
             min_free_space=settings.store.min_free_space,
+            quota=settings.store.quota,
         )
     raise ConfigError(f"unknown service {name!r}: use one of {', '.join(SERVICES)}")

@@ -160,11 +160,14 @@ def file_service(
     *,
     upload_expiry: float = DEFAULT_UPLOAD_EXPIRY,
     min_free_space: int = 0,
+    quota: int = 0,
 ) -> Dispatcher:
     """The dispatcher of ``cipherdrop.file``; ``upload_expiry`` in seconds, the space a new
-    upload must leave free in bytes (:class:`workers.uploads.Uploads`)."""
+    upload must leave free and each client's quota in bytes (:class:`workers.uploads.Uploads`)."""
     blobs = Blobs(data.blobs_path)
-    uploads = Uploads(store, blobs, data.master, max_chunk_size, min_free_space=min_free_space)
+    uploads = Uploads(
+        store, blobs, data.master, max_chunk_size, min_free_space=min_free_space, quota=quota
+    )
     files = Files(store, blobs, data)
     expiry = Expiry(store, blobs, round(upload_expiry * 1000))
     session = Flags.SESSION

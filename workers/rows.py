@@ -17,6 +17,7 @@ __all__ = [
     "DuplicateRequest",
     "FileRow",
     "Grant",
+    "OverQuota",
     "Published",
     "ReplyRecord",
     "SessionRow",
@@ -26,6 +27,14 @@ __all__ = [
 
 class DuplicateRequest(StorageError):
     """Another process recorded a reply for this request first; nothing was changed."""
+
+
+class OverQuota(Exception):
+    """A new upload would take its client past the quota; nothing was changed."""
+
+    def __init__(self, used: int) -> None:
+        super().__init__(f"{used} bytes in use")
+        self.used = used  # by the client's files and unfinished uploads
 
 
 class Grant(enum.Enum):

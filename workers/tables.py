@@ -12,7 +12,15 @@ from typing import Any
 
 from workers import db
 from workers.db import translated
-from workers.rows import ChunkRow, DuplicateRequest, FileRow, Published, ReplyRecord, UploadRow
+from workers.rows import (
+    ChunkRow,
+    DuplicateRequest,
+    FileRow,
+    OverQuota,
+    Published,
+    ReplyRecord,
+    UploadRow,
+)
 
 __all__ = ["Tables", "UploadTables"]
 
@@ -77,9 +85,29 @@ class UploadTables(Tables):
 
     @translated
     def create_upload(
-        self, upload: UploadRow, now: int, record: ReplyRecord, source: bytes = b""
+        self,
+        upload: UploadRow,
+        now: int,
+        record: ReplyRecord,
+        source: bytes = b"",
+        quota: int = 0,
     ) -> None:
+        """Record a new upload; with a ``quota``, raise :class:`OverQuota` instead if it
+        would take the client's files and unfinished uploads past that many bytes.
+
+        The sum and the insert are one write transaction, so uploads begun at once in
+        several workers cannot pass the quota together. The file this upload would
+        replace is not counted: it goes when the new one is confirmed.
+        """
         with db.write(self._db):
+            if quota:
+                used = self._db.execute(
+                    """SELECT coalesce(sum(size), 0) FROM uploads
+                       WHERE client_id = ? AND NOT (state = 'done' AND name = ?)""",
+                    (upload.client_id, upload.name),
+                ).fetchone()[0]
+                if used + upload.size > quota:
+                    raise OverQuota(used)
             self._db.execute(
                 """INSERT INTO uploads (transfer_id, client_id, name, size, chunk_size,
                    chunk_count, data_key, state, crc, created_at, source)

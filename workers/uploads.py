@@ -44,7 +44,7 @@ from workers.blobs import Blobs
 from workers.crc_combine import chunk_part, combine
 from workers.datadir import MasterKey
 from workers.service import Context
-from workers.store import ChunkRow, Store, UploadRow
+from workers.store import ChunkRow, OverQuota, Store, UploadRow
 
 __all__ = ["Uploads", "data_key_context"]
 
@@ -82,6 +82,11 @@ class Uploads:
     sending anything, not near the end. Uploads running at once each see the space free
     when they began, so a write can still find the disk full; that chunk is refused
     ``no-space`` too (common.errors.NoSpaceError) and the upload can resume later.
+
+    With a ``quota`` (bytes; 0 is none), a new upload is refused ``over-quota`` when the
+    sizes of the client's files and unfinished uploads, with its own, would pass it
+    (:meth:`workers.tables.UploadTables.create_upload`). A resume is never refused: its
+    size was counted when it began.
     """
 
     def __init__(
@@ -93,12 +98,14 @@ class Uploads:
         cache: int = 256,
         *,
         min_free_space: int = 0,
+        quota: int = 0,
     ) -> None:
         self.store = store
         self.blobs = blobs
         self.master = master
         self.max_chunk_size = max_chunk_size
         self.min_free_space = min_free_space
+        self.quota = quota
         self._cache: OrderedDict[bytes, _Open] = OrderedDict()
         self._cache_size = cache
         self._scratch = bytearray()  # plaintext of the chunk being checked
@@ -149,7 +156,14 @@ class Uploads:
             self.master.wrap(key, data_key_context(transfer_id)),
         )
         reply = UploadReady(transfer_id, key, ())
-        self.store.create_upload(row, ctx.now, ctx.record(reply), msg.source)
+        try:
+            self.store.create_upload(row, ctx.now, ctx.record(reply), msg.source, self.quota)
+        except OverQuota as exc:
+            raise RefusedError(
+                ErrorCode.OVER_QUOTA,
+                f"{msg.size} more bytes would pass this client's quota of {self.quota} bytes"
+                f" ({exc.used} in use, unfinished uploads included)",
+            ) from exc
         return reply
 
     def chunk(self, ctx: Context, payload: memoryview) -> ChunkStored:

@@ -462,6 +462,29 @@ def test_an_upload_the_server_has_no_room_for_is_refused_before_it_starts(tmp_pa
         assert stack.client(home, "ls", "--json").stdout.strip() == "[]"
 
 
+def test_an_upload_past_the_clients_quota_is_refused_before_it_starts(tmp_path: Path) -> None:
+    with running_stack(tmp_path / "stack", file_workers=1, store={"quota": 25}) as stack:
+        home = tmp_path / "home"
+        assert stack.client(home, "register", "gus").returncode == 0
+        small, large = tmp_path / "small.txt", tmp_path / "large.txt"
+        small.write_bytes(b"ten bytes\n")
+        large.write_bytes(b"twenty bytes in all\n")
+        assert stack.client(home, "put", str(small)).returncode == 0
+        result = stack.client(home, "put", str(large))
+        assert result.returncode == ExitStatus.REFUSED, result.stderr
+        assert "storage quota on the server is full" in result.stderr
+        assert "20 more bytes would pass this client's quota of 25 bytes (10 in use" in (
+            result.stderr
+        )
+        assert "Traceback" not in result.stderr
+        assert stored_plaintext(stack, home, "large.txt") is None
+        listed = json.loads(stack.client(home, "ls", "--json").stdout)
+        assert [entry["name"] for entry in listed] == ["small.txt"]
+        assert stack.client(home, "rm", "small.txt").returncode == 0
+        assert stack.client(home, "put", str(large)).returncode == 0
+        assert stored_plaintext(stack, home, "large.txt") == large.read_bytes()
+
+
 SLOW_WINDOW = {"CIPHERDROP_CLIENT_WINDOW": "2"}
 
 

@@ -591,3 +591,56 @@ def test_a_full_database_is_refused_no_space_and_changes_nothing(
     assert server.dump() == before
     server.store._db.execute(f"PRAGMA max_page_count = {pages + 100}")  # room again
     assert isinstance(alice.ask(UploadBegin(f"n{n}", 1, CHUNK, 1)), UploadReady)
+
+
+# --- a quota per client -----------------------------------------------------------------------
+
+
+def with_quota(server: Server, quota: int) -> None:
+    server.file = file_service(server.store, server.data, MAX_CHUNK, quota=quota)
+
+
+def test_the_quota_counts_files_and_unfinished_uploads(
+    server: Server, alice: Client, bob: Client
+) -> None:
+    with_quota(server, 100)
+    alice.upload("kept", bytes(60), CHUNK)
+    before = server.dump()
+    refused = alice.ask(UploadBegin("more", 41, CHUNK, 1))
+    assert error_code(refused) == "over-quota"
+    assert isinstance(refused, ErrorReply) and "60 in use" in refused.message
+    assert "quota of 100 bytes" in refused.message
+    assert server.dump() == before
+    alice.begin("half", bytes(40), CHUNK)  # fits exactly; unfinished, it still counts
+    assert error_code(alice.ask(UploadBegin("one", 1, CHUNK, 1))) == "over-quota"
+    bob.upload("bobs", bytes(100), CHUNK)  # another client's space is its own
+
+
+def test_a_new_version_is_counted_without_the_file_it_replaces(
+    server: Server, alice: Client
+) -> None:
+    with_quota(server, 100)
+    alice.upload("doc", bytes(70), CHUNK)
+    alice.upload("doc", bytes(range(90)), CHUNK)  # 70 + 90 > 100, but the 70 go on confirm
+    assert error_code(alice.ask(UploadBegin("other", 11, CHUNK, 1))) == "over-quota"
+
+
+def test_deleting_a_file_gives_its_bytes_back(server: Server, alice: Client) -> None:
+    with_quota(server, 100)
+    alice.upload("old", bytes(80), CHUNK)
+    assert error_code(alice.ask(UploadBegin("new", 80, CHUNK, 1))) == "over-quota"
+    assert alice.ask(DeleteFile("old")) == Deleted("old", True)
+    alice.upload("new", bytes(80), CHUNK)
+
+
+def test_a_resume_is_not_refused_by_a_lower_quota(server: Server, alice: Client) -> None:
+    data = bytes(3 * CHUNK)
+    ready = alice.begin("big", data, CHUNK)
+    with_quota(server, CHUNK)  # lowered after the upload began
+    again = alice.begin("big", data, CHUNK)
+    assert again.transfer_id == ready.transfer_id
+
+
+def test_a_quota_of_zero_is_no_limit(server: Server, alice: Client) -> None:
+    with_quota(server, 0)
+    alice.upload("any", os.urandom(3 * CHUNK), CHUNK)
