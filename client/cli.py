@@ -146,9 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--verbose", "-v", action="store_true", help="chunk counts")
     ls = commands.add_parser("ls", help="list this client's files")
     ls.add_argument("--json", action="store_true", help="JSON for scripts")
+    ls.add_argument("--partial", action="store_true", help="list unfinished uploads instead")
     rm = commands.add_parser("rm", help="delete files")
     rm.add_argument("names", nargs="+", metavar="NAME", help="stored names to delete")
     rm.add_argument("-f", "--force", action="store_true", help="a missing name is no error")
+    rm.add_argument(
+        "--partial", action="store_true", help="discard unfinished uploads of NAME instead"
+    )
     commands.add_parser("whoami", help="show this client's identity")
     for sub in (put, get, ls, rm):
         sub.add_argument("--passphrase", action="store_true", help="ask for the key's passphrase")

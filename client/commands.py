@@ -31,7 +31,17 @@ from client.identity import (
     load_identity,
     load_private_key,
 )
-from client.listing import delete_file, format_table, list_files, to_json
+from client.listing import (
+    delete_file,
+    discard_upload,
+    format_size,
+    format_table,
+    format_unfinished,
+    list_files,
+    list_unfinished,
+    to_json,
+    unfinished_to_json,
+)
 from client.progress import make_progress
 from client.sources import download_targets, upload_sources
 from client.transfer_info import read_transfer_info
@@ -228,17 +238,38 @@ def _get(ctx: Invocation, settings: Settings) -> None:
 
 def _ls(ctx: Invocation, settings: Settings) -> None:
     with _account(ctx, settings) as account:
-        files = list_files(account)
-    print(to_json(files) if ctx.args.json else format_table(files), file=ctx.out)
+        if ctx.args.partial:
+            uploads = list_unfinished(account)
+            text = unfinished_to_json(uploads) if ctx.args.json else format_unfinished(uploads)
+        else:
+            files = list_files(account)
+            text = to_json(files) if ctx.args.json else format_table(files)
+    print(text, file=ctx.out)
 
 
 def _rm(ctx: Invocation, settings: Settings) -> None:
     with _account(ctx, settings) as account:
+        if ctx.args.partial:
+            _discard(ctx, account)
+            return
         for name in ctx.args.names:
             if delete_file(account, name):
                 print(f"{name}  deleted", file=ctx.out, flush=True)
             elif not ctx.args.force:
                 raise RefusedError(str(ErrorCode.NOT_FOUND), f"no such file: {name}")
+
+
+def _discard(ctx: Invocation, account: Account) -> None:
+    """``rm --partial``: discard every unfinished upload of each name given."""
+    uploads = list_unfinished(account)
+    for name in ctx.args.names:
+        mine = [upload for upload in uploads if upload.name == name]
+        if not mine and not ctx.args.force:
+            raise RefusedError(str(ErrorCode.NOT_FOUND), f"no unfinished upload of {name}")
+        for upload in mine:
+            discard_upload(account, upload)
+            held = f"{format_size(upload.held)} of {format_size(upload.size)}"
+            print(f"{name}  unfinished upload discarded ({held})", file=ctx.out, flush=True)
 
 
 def _whoami(ctx: Invocation, settings: Settings) -> None:

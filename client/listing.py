@@ -1,9 +1,10 @@
-"""The client's view of its stored files: list them, show them, delete them.
+"""The client's view of its stored files and unfinished uploads: list, show, delete.
 
-:func:`format_table` is for people (sizes in binary units, times in UTC, one file a line);
-:func:`to_json` is for scripts and keeps every value exact (sizes in bytes, times as ISO
-8601 UTC and as milliseconds since the epoch, the SHA-256 as hex or null). Names are shown
-as they are: the protocol guarantees they hold no control or bidirectional characters.
+:func:`format_table` and :func:`format_unfinished` are for people (sizes in binary units,
+times in UTC, one entry a line); :func:`to_json` and :func:`unfinished_to_json` are for
+scripts and keep every value exact (sizes in bytes, times as ISO 8601 UTC and as
+milliseconds since the epoch, the SHA-256 and ids as hex). Names are shown as they are:
+the protocol guarantees they hold no control or bidirectional characters.
 """
 
 from __future__ import annotations
@@ -12,15 +13,44 @@ import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from itertools import pairwise
+from typing import TypeVar
 
 from client.connection import Account
 from common.errors import RemoteProtocolError
-from common.messages import Deleted, DeleteFile, FileInfo, FileList, ListFiles
+from common.messages import (
+    Deleted,
+    DeleteFile,
+    FileInfo,
+    FileList,
+    ListFiles,
+    ListUploads,
+    UploadConfirm,
+    UploadDone,
+    UploadInfo,
+    UploadList,
+    Verdict,
+)
 
-__all__ = ["all_pages", "delete_file", "format_size", "format_table", "list_files", "to_json"]
+__all__ = [
+    "all_pages",
+    "delete_file",
+    "discard_upload",
+    "format_size",
+    "format_table",
+    "format_unfinished",
+    "list_files",
+    "list_unfinished",
+    "to_json",
+    "unfinished_pages",
+    "unfinished_to_json",
+]
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 _HEADER = ("NAME", "SIZE", "UPLOADED (UTC)", "VERIFIED", "CKSUM", "SHA-256")
+_UNFINISHED_HEADER = ("NAME", "STORED", "SIZE", "BEGAN (UTC)", "UPLOAD")
+
+K = TypeVar("K", str, bytes)
+T = TypeVar("T")
 
 
 def list_files(account: Account) -> tuple[FileInfo, ...]:
@@ -28,31 +58,61 @@ def list_files(account: Account) -> tuple[FileInfo, ...]:
     return all_pages(lambda after: account.call(ListFiles(after), FileList))
 
 
+def list_unfinished(account: Account) -> tuple[UploadInfo, ...]:
+    """The client's unfinished uploads, in transfer id order, page by page."""
+    return unfinished_pages(lambda after: account.call(ListUploads(after), UploadList))
+
+
 def all_pages(ask: Callable[[str], FileList]) -> tuple[FileInfo, ...]:
     """Every page of a listing: ``ask(after)`` again after the last name while the
-    server says there is more.
+    server says there is more."""
 
-    Each page must hold names after the one asked from, in ascending order: a server that
-    repeats or reorders names is a protocol error, never an endless loop.
-    """
-    files: list[FileInfo] = []
-    after = ""
+    def page(after: str) -> tuple[Sequence[FileInfo], bool]:
+        reply = ask(after)
+        return reply.files, reply.more
+
+    return _gather(page, lambda info: info.name, "", "file list")
+
+
+def unfinished_pages(ask: Callable[[bytes], UploadList]) -> tuple[UploadInfo, ...]:
+    """Every page of the unfinished uploads, as :func:`all_pages` for transfer ids."""
+
+    def page(after: bytes) -> tuple[Sequence[UploadInfo], bool]:
+        reply = ask(after)
+        return reply.uploads, reply.more
+
+    return _gather(page, lambda info: info.transfer_id, b"", "upload list")
+
+
+def _gather(
+    page: Callable[[K], tuple[Sequence[T], bool]], key: Callable[[T], K], first: K, what: str
+) -> tuple[T, ...]:
+    """Each page must hold keys after the one asked from, in ascending order: a server
+    that repeats or reorders entries is a protocol error, never an endless loop."""
+    gathered: list[T] = []
+    after = first
     while True:
-        page = ask(after)
-        names = [after, *(info.name for info in page.files)]
-        if any(a >= b for a, b in pairwise(names)):
-            raise RemoteProtocolError("file list: names not after the last one, in order")
-        files.extend(page.files)
-        if not page.more:
-            return tuple(files)
-        if not page.files:
-            raise RemoteProtocolError("file list: more files promised, none given")
-        after = names[-1]
+        entries, more = page(after)
+        keys = [after]
+        keys.extend(key(entry) for entry in entries)
+        if any(a >= b for a, b in pairwise(keys)):
+            raise RemoteProtocolError(f"{what}: entries not after the last one, in order")
+        gathered.extend(entries)
+        if not more:
+            return tuple(gathered)
+        if not entries:
+            raise RemoteProtocolError(f"{what}: more entries promised, none given")
+        after = keys[-1]
 
 
 def delete_file(account: Account, name: str) -> bool:
     """Delete ``name`` and its stored contents; False if there was no such file."""
     return account.call(DeleteFile(name), Deleted).existed
+
+
+def discard_upload(account: Account, upload: UploadInfo) -> None:
+    """Discard an unfinished upload and the chunks the server holds of it."""
+    account.call(UploadConfirm(upload.transfer_id, Verdict.GIVE_UP), UploadDone)
 
 
 def format_size(size: int) -> str:
@@ -71,11 +131,24 @@ def _time(ms: int, sep: str = " ") -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(sep, "seconds").replace("+00:00", "")
 
 
+def _table(header: tuple[str, ...], body: Sequence[tuple[str, ...]], right: set[int]) -> str:
+    """Columns aligned, those in ``right`` (numbers) to the right."""
+    rows = [header, *body]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ).rstrip()
+        for row in rows
+    )
+
+
 def format_table(files: Sequence[FileInfo]) -> str:
     """A plain-text table, one file a line, columns aligned; a note when there are none."""
     if not files:
         return "no files"
-    rows = [_HEADER] + [
+    rows = [
         (
             info.name,
             format_size(info.size),
@@ -86,16 +159,24 @@ def format_table(files: Sequence[FileInfo]) -> str:
         )
         for info in files
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADER))]
-    right = {1, 4}  # numbers are right-aligned
-    lines = [
-        "  ".join(
-            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
-            for i, cell in enumerate(row)
-        ).rstrip()
-        for row in rows
+    return _table(_HEADER, rows, {1, 4})
+
+
+def format_unfinished(uploads: Sequence[UploadInfo]) -> str:
+    """One unfinished upload a line, sorted by name then start; a note when there are none."""
+    if not uploads:
+        return "no unfinished uploads"
+    rows = [
+        (
+            info.name,
+            format_size(info.held),
+            format_size(info.size),
+            _time(info.began_at),
+            info.transfer_id.hex()[:8],
+        )
+        for info in sorted(uploads, key=lambda info: (info.name, info.began_at))
     ]
-    return "\n".join(lines)
+    return _table(_UNFINISHED_HEADER, rows, {1, 2})
 
 
 def to_json(files: Sequence[FileInfo]) -> str:
@@ -112,6 +193,24 @@ def to_json(files: Sequence[FileInfo]) -> str:
                 "sha256": info.sha256.hex() if info.sha256 is not None else None,
             }
             for info in files
+        ],
+        indent=2,
+    )
+
+
+def unfinished_to_json(uploads: Sequence[UploadInfo]) -> str:
+    """A JSON array of objects, one per unfinished upload, in transfer id order."""
+    return json.dumps(
+        [
+            {
+                "name": info.name,
+                "size": info.size,
+                "stored": info.held,
+                "began_at": _time(info.began_at, "T") + "Z",
+                "began_at_ms": info.began_at,
+                "upload_id": info.transfer_id.hex(),
+            }
+            for info in uploads
         ],
         indent=2,
     )

@@ -8,7 +8,6 @@ field. :mod:`common.codec` is the only user; ``docs/protocol.md`` section 3 mirr
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import partial
 from itertools import pairwise
@@ -54,6 +53,7 @@ from common.messages import (
     LegacyRegisterRequest,
     LegacySessionGranted,
     ListFiles,
+    ListUploads,
     Registered,
     RegisterRequest,
     ServerKey,
@@ -64,6 +64,8 @@ from common.messages import (
     UploadCommitted,
     UploadConfirm,
     UploadDone,
+    UploadInfo,
+    UploadList,
     UploadReady,
     Verdict,
 )
@@ -111,20 +113,28 @@ def _optional_sha256(value: object, field: str) -> bytes | None:
     return None if value is None else check_bytes(value, field, SHA256_LEN, SHA256_LEN)
 
 
-def _load_file_info(value: object, field: str) -> FileInfo:
-    try:
-        return cast(FileInfo, load_fields(FileInfo, value))
-    except RemoteProtocolError as exc:
-        raise type(exc)(f"{field}.{exc}") from exc
+def _items(name: str, kind: type) -> Field:
+    """Field ``name``: an array of ``kind`` maps (FileInfo, UploadInfo), a listing's entries."""
 
+    def load_one(value: object, field: str) -> object:
+        try:
+            return load_fields(kind, value)
+        except RemoteProtocolError as exc:
+            raise type(exc)(f"{field}.{exc}") from exc
 
-def _dump_file_info(value: object, field: str) -> dict[str, object]:
-    if type(value) is not FileInfo:
-        raise RemoteProtocolError(f"{field}: expected FileInfo, got {type(value).__name__}")
-    try:
-        return dump_fields(value)
-    except RemoteProtocolError as exc:
-        raise type(exc)(f"{field}.{exc}") from exc
+    def dump_one(value: object, field: str) -> dict[str, object]:
+        if type(value) is not kind:
+            got = type(value).__name__
+            raise RemoteProtocolError(f"{field}: expected {kind.__name__}, got {got}")
+        try:
+            return dump_fields(value)
+        except RemoteProtocolError as exc:
+            raise type(exc)(f"{field}.{exc}") from exc
+
+    def load(value: object, field: str) -> tuple[object, ...]:
+        return tuple(_list(value, field, load_one))
+
+    return Field(name, load, partial(_list, item=dump_one))
 
 
 _TRANSFER_ID = _field("transfer_id", check_id)
@@ -143,10 +153,6 @@ _GATEWAY_KEY = _field("gateway_key", partial(check_bytes, maximum=MAX_PUBLIC_KEY
 def _after_name(value: object, field: str) -> str:
     """A listing's starting point: "" (the first page) or a valid file name."""
     return "" if value == "" else validate_file_name(value, field)
-
-
-def _files_load(value: object, field: str) -> tuple[FileInfo, ...]:
-    return tuple(cast(list[FileInfo], _list(value, field, _load_file_info)))
 
 
 SCHEMAS: dict[type, tuple[Field, ...]] = {
@@ -190,10 +196,16 @@ SCHEMAS: dict[type, tuple[Field, ...]] = {
         _CRC,
         _field("sha256", _optional_sha256),
     ),
-    FileList: (
-        Field("files", _files_load, partial(_list, item=cast(Callable[..., Any], _dump_file_info))),
-        _field("more", check_bool),
+    FileList: (_items("files", FileInfo), _field("more", check_bool)),
+    ListUploads: (_field("after", check_optional_id),),
+    UploadInfo: (
+        _TRANSFER_ID,
+        _FILE_NAME,
+        _SIZE,
+        _field("held", check_uint),
+        _field("began_at", check_uint),
     ),
+    UploadList: (_items("uploads", UploadInfo), _field("more", check_bool)),
     DownloadBegin: (_FILE_NAME,),
     DownloadReady: (_TRANSFER_ID, _DATA_KEY, _SIZE, _CHUNK_SIZE, _CHUNK_COUNT, _CRC),
     DownloadChunk: (_TRANSFER_ID, _INDEX),

@@ -24,6 +24,7 @@ class MessageType(enum.IntEnum):
     UPLOAD_COMMIT = 0x12
     UPLOAD_CONFIRM = 0x13
     LIST_FILES = 0x20
+    LIST_UPLOADS = 0x21
     DOWNLOAD_BEGIN = 0x30
     DOWNLOAD_CHUNK = 0x31
     DELETE_FILE = 0x40
@@ -35,6 +36,7 @@ class MessageType(enum.IntEnum):
     UPLOAD_COMMITTED = 0x92
     UPLOAD_DONE = 0x93
     FILE_LIST = 0xA0
+    UPLOAD_LIST = 0xA1
     DOWNLOAD_READY = 0xB0
     CHUNK_DATA = 0xB1
     DELETED = 0xC0

@@ -43,6 +43,7 @@ __all__ = [
     "LegacyRegistered",
     "LegacySessionGranted",
     "ListFiles",
+    "ListUploads",
     "Message",
     "MessageType",
     "RegisterRequest",
@@ -56,6 +57,8 @@ __all__ = [
     "UploadCommitted",
     "UploadConfirm",
     "UploadDone",
+    "UploadInfo",
+    "UploadList",
     "UploadReady",
     "Verdict",
     "carries_data",
@@ -227,6 +230,32 @@ class FileList:
 
 
 @dataclass(frozen=True, slots=True)
+class ListUploads:
+    """One page of the sender's unfinished uploads: those whose transfer ids sort after
+    ``after`` (b"": from the first)."""
+
+    after: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class UploadInfo:
+    transfer_id: bytes
+    name: str
+    size: int
+    held: int  # plaintext bytes of the chunks the server holds
+    began_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class UploadList:
+    """A page of unfinished uploads in transfer id order; ``more``: ask again after the
+    last id."""
+
+    uploads: tuple[UploadInfo, ...]
+    more: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class DownloadBegin:
     name: str
 
@@ -334,6 +363,8 @@ Message = (
     | UploadDone
     | ListFiles
     | FileList
+    | ListUploads
+    | UploadList
     | DownloadBegin
     | DownloadReady
     | DownloadChunk
@@ -357,6 +388,7 @@ _CLASS_OF: dict[MessageType, type[Message]] = {
     MessageType.UPLOAD_COMMIT: UploadCommit,
     MessageType.UPLOAD_CONFIRM: UploadConfirm,
     MessageType.LIST_FILES: ListFiles,
+    MessageType.LIST_UPLOADS: ListUploads,
     MessageType.DOWNLOAD_BEGIN: DownloadBegin,
     MessageType.DOWNLOAD_CHUNK: DownloadChunk,
     MessageType.DELETE_FILE: DeleteFile,
@@ -368,6 +400,7 @@ _CLASS_OF: dict[MessageType, type[Message]] = {
     MessageType.UPLOAD_COMMITTED: UploadCommitted,
     MessageType.UPLOAD_DONE: UploadDone,
     MessageType.FILE_LIST: FileList,
+    MessageType.UPLOAD_LIST: UploadList,
     MessageType.DOWNLOAD_READY: DownloadReady,
     MessageType.DELETED: Deleted,
     MessageType.ERROR_REPLY: ErrorReply,

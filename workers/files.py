@@ -13,12 +13,14 @@ Guarantees:
   gets the same ``Deleted`` answer. A crash between the two leaves only unreferenced
   blobs, which the start-up sweep removes.
 * A listing is paged (:data:`LIST_PAGE` files per reply, in name order, ``more`` when
-  there are others), so its reply stays small whatever a client stores.
+  there are others), so its reply stays small whatever a client stores; so is the list
+  of unfinished uploads (in transfer id order), which the client discards with
+  ``UploadConfirm(GIVE_UP)``.
 * Unfinished uploads older than ``upload_expiry`` are discarded and their chunks
   removed, and recorded replies no retry can reach any more are forgotten
   (:class:`Expiry`). The check runs on the first request a worker handles and
   then at most once per :data:`EXPIRY_INTERVAL`, on ``UploadBegin``, ``ListFiles``,
-  ``DownloadBegin`` and ``DeleteFile``; never on the chunk path.
+  ``ListUploads``, ``DownloadBegin`` and ``DeleteFile``; never on the chunk path.
 """
 
 from __future__ import annotations
@@ -39,8 +41,11 @@ from common.messages import (
     FileList,
     Flags,
     ListFiles,
+    ListUploads,
     MessageType,
     StreamPosition,
+    UploadInfo,
+    UploadList,
 )
 from config.sections import MAX_SESSION_TTL
 from workers.blobs import Blobs
@@ -123,6 +128,16 @@ class Files:
             more=len(rows) > LIST_PAGE,
         )
 
+    def list_uploads(self, ctx: Context, msg: ListUploads) -> UploadList:
+        rows = self.store.list_unfinished(ctx.client_id, msg.after, LIST_PAGE + 1)
+        return UploadList(
+            tuple(
+                UploadInfo(row.transfer_id, row.name, row.size, row.held, row.created_at)
+                for row in rows[:LIST_PAGE]
+            ),
+            more=len(rows) > LIST_PAGE,
+        )
+
     def download(self, ctx: Context, msg: DownloadBegin) -> DownloadReady:
         row = self.store.get_file(ctx.client_id, msg.name)
         if row is None:
@@ -177,6 +192,7 @@ def file_service(
         MessageType.UPLOAD_COMMIT: Route(session, uploads.commit, mutating=True),
         MessageType.UPLOAD_CONFIRM: Route(session, uploads.confirm, mutating=True),
         MessageType.LIST_FILES: Route(session, _after(expiry, files.list)),
+        MessageType.LIST_UPLOADS: Route(session, _after(expiry, files.list_uploads)),
         MessageType.DOWNLOAD_BEGIN: Route(session, _after(expiry, files.download)),
         MessageType.DOWNLOAD_CHUNK: Route(session, files.chunk),
         MessageType.DELETE_FILE: Route(session, _after(expiry, files.delete), mutating=True),

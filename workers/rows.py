@@ -21,6 +21,7 @@ __all__ = [
     "Published",
     "ReplyRecord",
     "SessionRow",
+    "UnfinishedRow",
     "UploadRow",
 ]
 
@@ -92,6 +93,17 @@ class UploadRow:
     data_key: bytes  # wrapped
     state: str = "open"
     crc: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnfinishedRow:
+    """An upload not yet confirmed, as its client sees it listed."""
+
+    transfer_id: bytes
+    name: str
+    size: int
+    held: int  # plaintext bytes of its stored chunks
+    created_at: int
 
 
 @dataclass(frozen=True, slots=True)

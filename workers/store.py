@@ -29,6 +29,7 @@ from workers.rows import (
     Published,
     ReplyRecord,
     SessionRow,
+    UnfinishedRow,
     UploadRow,
 )
 from workers.tables import UploadTables
@@ -45,6 +46,7 @@ __all__ = [  # the row types are re-exported: callers import everything from her
     "ReplyRecord",
     "SessionRow",
     "Store",
+    "UnfinishedRow",
     "UploadRow",
 ]
 

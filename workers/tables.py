@@ -19,6 +19,7 @@ from workers.rows import (
     OverQuota,
     Published,
     ReplyRecord,
+    UnfinishedRow,
     UploadRow,
 )
 
@@ -121,6 +122,23 @@ class UploadTables(Tables):
         """Remember a reply whose effect is already stored (a resumed upload)."""
         with db.write(self._db):
             self._record(record, now)
+
+    @translated
+    def list_unfinished(
+        self, client_id: bytes, after: bytes = b"", limit: int = -1
+    ) -> list[UnfinishedRow]:
+        """The client's unfinished (open or committed) uploads whose transfer ids sort
+        after ``after``, in that order; at most ``limit`` (-1: all)."""
+        rows = self._db.execute(
+            """SELECT u.transfer_id, u.name, u.size,
+                 (SELECT coalesce(sum(c.plain_size), 0) FROM chunks c
+                  WHERE c.transfer_id = u.transfer_id),
+                 u.created_at
+               FROM uploads u WHERE u.client_id = ? AND u.state != 'done'
+                 AND u.transfer_id > ? ORDER BY u.transfer_id LIMIT ?""",
+            (client_id, after, limit),
+        )
+        return [UnfinishedRow(*row) for row in rows]
 
     @translated
     def get_upload(self, transfer_id: bytes) -> UploadRow | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from client.cli import ExitStatus
 from client.partial import part_paths
 from common.codec import decode_envelope
 from common.errors import ProtocolError
@@ -182,6 +183,35 @@ def test_a_file_changed_since_the_interrupted_upload_starts_over_in_one_attempt(
     assert again.counts[MessageType.UPLOAD_CHUNK] == 48
     assert again.counts[MessageType.UPLOAD_CONFIRM] == 1
     assert stored_plaintext(stack, home, "edited.bin") == source.read_bytes()
+
+
+def test_an_interrupted_upload_is_listed_and_can_be_discarded(
+    stack: Stack, home: Path, tmp_path: Path
+) -> None:
+    source = big_file(tmp_path / "abandoned.bin", 64 * MIB)
+    put_killed_half_way(stack, home, source, 64)
+    listed = stack.client(home, "ls", "--partial", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (entry,) = [e for e in json.loads(listed.stdout) if e["name"] == "abandoned.bin"]
+    assert entry["size"] == 64 * MIB and 32 * MIB <= entry["stored"] <= 64 * MIB
+    table = stack.client(home, "ls", "--partial").stdout
+    assert "abandoned.bin" in table and entry["upload_id"][:8] in table
+    held_blobs = stack.data_dir / "blobs" / entry["upload_id"]
+    assert held_blobs.exists()
+
+    discarded = stack.client(home, "rm", "--partial", "abandoned.bin")
+    assert discarded.returncode == 0, discarded.stderr
+    assert discarded.stdout.startswith("abandoned.bin  unfinished upload discarded (")
+    after = json.loads(stack.client(home, "ls", "--partial", "--json").stdout)
+    assert "abandoned.bin" not in {e["name"] for e in after}
+    assert chunks_held(stack, "abandoned.bin") == 0 and not held_blobs.exists()
+    assert stack.client(home, "ls", "--json").stdout.count("abandoned.bin") == 0
+
+    again = stack.client(home, "rm", "--partial", "abandoned.bin")
+    assert again.returncode == ExitStatus.REFUSED
+    assert "no unfinished upload of abandoned.bin" in again.stderr
+    assert "Traceback" not in again.stderr
+    assert stack.client(home, "rm", "--partial", "-f", "abandoned.bin").returncode == 0
 
 
 def test_killed_download_resumes_and_fetches_less_than_60_percent_again(

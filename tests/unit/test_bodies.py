@@ -39,6 +39,7 @@ from common.messages import (
     LegacyRegisterRequest,
     LegacySessionGranted,
     ListFiles,
+    ListUploads,
     Message,
     MessageType,
     Registered,
@@ -51,6 +52,8 @@ from common.messages import (
     UploadCommitted,
     UploadConfirm,
     UploadDone,
+    UploadInfo,
+    UploadList,
     UploadReady,
     Verdict,
     carries_data,
@@ -79,6 +82,7 @@ def wire(msg: Message) -> dict[str, Any]:
 # --- message catalogue -------------------------------------------------------------------
 
 FILE = FileInfo("dir/notes.txt", 12, 1_700_000_000_000, True, 3733384285, bytes(32))
+UNFINISHED = UploadInfo(ID, "big.iso", 5 * 2**30, 2**30, 1_700_000_000_000)
 VALID: list[Message] = [
     RegisterRequest("alice", b"\x30" * 294),
     RegisterRequest("alice", b"\x30" * 2048),
@@ -104,6 +108,10 @@ VALID: list[Message] = [
     FileList(()),
     FileList((FILE, dataclasses.replace(FILE, name="b", sha256=None, verified=False))),
     FileList((FILE,), more=True),
+    ListUploads(),
+    ListUploads(ID),
+    UploadList(()),
+    UploadList((UNFINISHED, dataclasses.replace(UNFINISHED, transfer_id=ID2, held=0)), True),
     DownloadBegin("dir/notes.txt"),
     DownloadReady(ID, DATA_KEY, 3 * 2**20 + 1, 2**20, 4, 0),
     DownloadChunk(ID, 3),
@@ -228,6 +236,20 @@ BAD_FIELDS: dict[type, dict[str, list[object]]] = {
             [{**wire(FileList((FILE,)))["files"][0], "name": "../x"}],
             [{**wire(FileList((FILE,)))["files"][0], "verified": 1}],
             [{**wire(FileList((FILE,)))["files"][0], "uploaded_at": -5}],
+        ],
+    },
+    ListUploads: {"after": [bytes(15), bytes(17), "", None, 0]},
+    UploadList: {
+        "more": BOOL_BAD,
+        "uploads": [
+            None,
+            [None],
+            [{"name": "x"}],
+            [{**wire(UploadList((UNFINISHED,)))["uploads"][0], "transfer_id": bytes(15)}],
+            [{**wire(UploadList((UNFINISHED,)))["uploads"][0], "name": "../x"}],
+            [{**wire(UploadList((UNFINISHED,)))["uploads"][0], "size": -1}],
+            [{**wire(UploadList((UNFINISHED,)))["uploads"][0], "held": 2**63}],
+            [{**wire(UploadList((UNFINISHED,)))["uploads"][0], "began_at": "now"}],
         ],
     },
     DownloadBegin: {"name": FILE_NAME_BAD},

@@ -7,14 +7,22 @@ import dataclasses
 import json
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from client import session as core
 from client.download import _Writer, open_chunk_data
-from client.listing import all_pages, format_size, format_table, to_json
+from client.listing import (
+    all_pages,
+    format_size,
+    format_table,
+    format_unfinished,
+    to_json,
+    unfinished_pages,
+    unfinished_to_json,
+)
 from client.partial import STATE_SIZE, PartialDownload, part_paths
 from client.progress import make_progress
 from client.sources import download_targets, upload_sources
@@ -38,6 +46,8 @@ from common.messages import (
     FileList,
     MessageType,
     StreamPosition,
+    UploadInfo,
+    UploadList,
 )
 from common.names import InvalidNameError
 from workers.blobs import Blobs
@@ -394,6 +404,72 @@ def test_a_listing_that_does_not_move_forward_is_a_protocol_error(
 ) -> None:
     asked, result = _paged(*pages)
     assert isinstance(result, RemoteProtocolError)
+    assert len(asked) == len(pages)
+
+
+UNFINISHED = (
+    UploadInfo(bytes([9]) * 16, "zeta.iso", 5 * 2**30, 2**30, 1_700_000_000_000),
+    UploadInfo(bytes([1]) * 16, "alpha.bin", 3 * 2**20, 0, 1_700_000_060_000),
+)
+
+
+def test_unfinished_uploads_read_as_a_table_sorted_by_name() -> None:
+    lines = format_unfinished(UNFINISHED).splitlines()
+    assert lines[0].split() == ["NAME", "STORED", "SIZE", "BEGAN", "(UTC)", "UPLOAD"]
+    alpha = ["alpha.bin", "0", "B", "3.0", "MiB", "2023-11-14", "22:14:20", "01010101"]
+    assert lines[1].split() == alpha
+    assert "1.0 GiB" in lines[2] and "5.0 GiB" in lines[2] and "09090909" in lines[2]
+    assert format_unfinished(()) == "no unfinished uploads"
+
+
+def test_unfinished_uploads_in_json_keep_exact_values() -> None:
+    records = json.loads(unfinished_to_json(UNFINISHED))
+    assert records[0] == {
+        "name": "zeta.iso",
+        "size": 5 * 2**30,
+        "stored": 2**30,
+        "began_at": "2023-11-14T22:13:20Z",
+        "began_at_ms": 1_700_000_000_000,
+        "upload_id": "09" * 16,
+    }
+
+
+def _upload_pages(
+    *pages: tuple[tuple[int, ...], bool],
+) -> tuple[list[bytes], Callable[[bytes], UploadList]]:
+    """What ``unfinished_pages`` asked, and an ``ask`` serving ``pages`` (ids as bytes)."""
+    asked: list[bytes] = []
+    queue = list(pages)
+
+    def ask(after: bytes) -> UploadList:
+        asked.append(after)
+        ids, more = queue.pop(0)
+        infos = (dataclasses.replace(UNFINISHED[0], transfer_id=bytes([i]) * 16) for i in ids)
+        return UploadList(tuple(infos), more)
+
+    return asked, ask
+
+
+def test_an_upload_listing_asks_again_after_the_last_id() -> None:
+    asked, ask = _upload_pages(((1, 2), True), ((3,), False))
+    assert [info.transfer_id[0] for info in unfinished_pages(ask)] == [1, 2, 3]
+    assert asked == [b"", bytes([2]) * 16]
+
+
+@pytest.mark.parametrize(
+    "pages",
+    [
+        (((2, 1), False),),  # out of order
+        (((1, 2), True), ((2, 3), False)),  # repeats the last id
+        (((1,), True), ((), True)),  # more promised, nothing given
+    ],
+)
+def test_an_upload_listing_that_does_not_move_forward_is_a_protocol_error(
+    pages: tuple[tuple[tuple[int, ...], bool], ...],
+) -> None:
+    asked, ask = _upload_pages(*pages)
+    with pytest.raises(RemoteProtocolError, match="upload list"):
+        unfinished_pages(ask)
     assert len(asked) == len(pages)
 
 

@@ -16,7 +16,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client.listing import all_pages
+from client.listing import all_pages, unfinished_pages
 from common import background, crypto
 from common.cksum import cksum
 from common.codec import decode_body, decode_envelope
@@ -34,6 +34,7 @@ from common.messages import (
     FileList,
     Flags,
     ListFiles,
+    ListUploads,
     Message,
     MessageType,
     RegisterRequest,
@@ -43,6 +44,7 @@ from common.messages import (
     UploadCommitted,
     UploadConfirm,
     UploadDone,
+    UploadList,
     UploadReady,
     Verdict,
     carries_data,
@@ -644,3 +646,59 @@ def test_a_resume_is_not_refused_by_a_lower_quota(server: Server, alice: Client)
 def test_a_quota_of_zero_is_no_limit(server: Server, alice: Client) -> None:
     with_quota(server, 0)
     alice.upload("any", os.urandom(3 * CHUNK), CHUNK)
+
+
+# --- unfinished uploads -----------------------------------------------------------------------
+
+
+def test_unfinished_uploads_are_listed_with_the_bytes_held(
+    server: Server, alice: Client, bob: Client
+) -> None:
+    alice.upload("done", b"finished", CHUNK)
+    data = os.urandom(3 * CHUNK + 5)
+    ready = alice.begin("half", data, CHUNK)
+    alice.send_chunk(alice.chunk_frames(ready, 1, False, data[CHUNK : 2 * CHUNK]))
+    empty = alice.begin("nothing yet", b"x", CHUNK)
+    bob.begin("bob's", b"y", CHUNK)
+    before = snapshot(server)
+    listed = alice.ask(ListUploads())
+    assert isinstance(listed, UploadList) and not listed.more
+    by_name = {info.name: info for info in listed.uploads}
+    assert set(by_name) == {"half", "nothing yet"}  # neither a file nor another's upload
+    half = by_name["half"]
+    assert (half.transfer_id, half.size, half.held) == (ready.transfer_id, len(data), CHUNK)
+    assert (by_name["nothing yet"].transfer_id, by_name["nothing yet"].held) == (
+        empty.transfer_id,
+        0,
+    )
+    assert abs(half.began_at - server.now) < 60_000
+    assert [info.transfer_id for info in listed.uploads] == sorted(
+        by_name[n].transfer_id for n in by_name
+    )
+    assert snapshot(server) == before
+
+
+def test_unfinished_uploads_come_in_pages(
+    server: Server, alice: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(files_module, "LIST_PAGE", 2)
+    ids = sorted(alice.begin(f"u{n}", b"z", CHUNK).transfer_id for n in range(5))
+    first = alice.ask(ListUploads())
+    assert isinstance(first, UploadList) and first.more
+    assert [info.transfer_id for info in first.uploads] == ids[:2]
+    gathered = unfinished_pages(lambda after: cast(UploadList, alice.ask(ListUploads(after))))
+    assert [info.transfer_id for info in gathered] == ids
+    assert alice.ask(ListUploads(ids[-1])) == UploadList((), more=False)
+
+
+def test_a_listed_upload_given_up_is_gone_with_its_chunks(server: Server, alice: Client) -> None:
+    data = os.urandom(2 * CHUNK)
+    ready = alice.begin("abandoned", data, CHUNK)
+    alice.send_chunk(alice.chunk_frames(ready, 0, False, data[:CHUNK]))
+    assert (server.data.blobs_path / ready.transfer_id.hex()).exists()
+    (info,) = cast(UploadList, alice.ask(ListUploads())).uploads
+    assert alice.ask(UploadConfirm(info.transfer_id, Verdict.GIVE_UP)) == UploadDone(
+        "abandoned", False
+    )
+    assert alice.ask(ListUploads()) == UploadList((), more=False)
+    assert not (server.data.blobs_path / ready.transfer_id.hex()).exists()

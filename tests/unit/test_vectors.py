@@ -32,6 +32,7 @@ from common.messages import (
     MessageType,
     SessionGranted,
     StreamPosition,
+    UploadInfo,
     Verdict,
     message_class,
 )
@@ -73,6 +74,8 @@ def build_body(type_name: str, value: dict[str, Any]) -> Message:
         fields["code"] = ErrorCode(fields["code"])
     if "files" in fields:
         fields["files"] = tuple(FileInfo(**f) for f in fields["files"])
+    if "uploads" in fields:
+        fields["uploads"] = tuple(UploadInfo(**u) for u in fields["uploads"])
     cls = message_class(MessageType[type_name])
     assert cls is not None
     return cls(**fields)
