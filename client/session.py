@@ -103,8 +103,8 @@ SENTENCES: dict[ErrorCode, str] = {
     ErrorCode.INTEGRITY: "data failed its integrity check on the server (altered in transit?)",
     ErrorCode.TOO_LARGE: "too large for the server",
     ErrorCode.NO_SPACE: "the server is out of disk space; try again once it has room",
-    ErrorCode.OVER_QUOTA: "this client's storage quota on the server is full"
-    " (remove files with 'cipherdrop rm')",
+    ErrorCode.OVER_QUOTA: "this client's storage quota on the server is full (free some with"
+    " 'cipherdrop rm', or 'cipherdrop rm --partial' for unfinished uploads)",
     ErrorCode.CONFLICT: "the request conflicts with the state of the transfer",
     ErrorCode.INTERNAL: "the server failed; try again",
     ErrorCode.UNAVAILABLE: "the server is busy; try again later",
