@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("names", nargs="+", metavar="NAME", help="stored names to download")
     get.add_argument("-o", "--output", type=Path, help="file or directory to write to")
     get.add_argument("--force", action="store_true", help="replace existing files")
+    get.add_argument(
+        "-r", "--recursive", action="store_true", help="NAME and every file stored below NAME/"
+    )
     for sub in (put, get):
         sub.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
         sub.add_argument("--verbose", "-v", action="store_true", help="chunk counts")
@@ -150,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     rm = commands.add_parser("rm", help="delete files")
     rm.add_argument("names", nargs="+", metavar="NAME", help="stored names to delete")
     rm.add_argument("-f", "--force", action="store_true", help="a missing name is no error")
+    rm.add_argument(
+        "-r", "--recursive", action="store_true", help="NAME and every file stored below NAME/"
+    )
     rm.add_argument(
         "--partial", action="store_true", help="discard unfinished uploads of NAME instead"
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
@@ -43,9 +43,9 @@ from client.listing import (
     unfinished_to_json,
 )
 from client.progress import make_progress
-from client.sources import download_targets, upload_sources
+from client.sources import download_targets, stored_below, tree_names, upload_sources
 from client.transfer_info import read_transfer_info
-from common.errors import ConfigError, RefusedError
+from common.errors import ConfigError, FileAccessError, RefusedError
 from common.messages import Codec, ErrorCode
 from common.names import validate_client_name
 from config import Settings
@@ -210,11 +210,16 @@ def _get(ctx: Invocation, settings: Settings) -> None:
     from client.partial import part_paths
 
     args = ctx.args
-    targets = download_targets(args.names, args.output)
+    # With -r the names to fetch are known once the listing is in; the trees are checked now.
+    trees = tree_names(args.names) if args.recursive else None
+    targets = [] if trees is not None else download_targets(args.names, args.output)
     # Replies are consumed in chunk order, so one slow chunk holds the others back: a
     # deeper pipeline than the upload's keeps the server busy (memory: 2 x window chunks).
     options = DownloadOptions(force=args.force, window=2 * settings.client.window)
     with _account(ctx, settings) as account:
+        if trees is not None:
+            stored = [info.name for info in list_files(account)]
+            targets = _into(_below(trees, stored, missing_ok=False), args.output)
         for name, target in targets:
             target.parent.mkdir(parents=True, exist_ok=True)
             progress = make_progress(0, name, quiet=args.quiet, stream=ctx.err)
@@ -236,6 +241,29 @@ def _get(ctx: Invocation, settings: Settings) -> None:
             print(line, file=ctx.out, flush=True)
 
 
+def _below(trees: Sequence[str], stored: Sequence[str], *, missing_ok: bool) -> list[str]:
+    """``-r``: the names in ``stored`` of each tree (the name itself and those below
+    ``tree/``), each once; a tree with none is ``not-found`` unless ``missing_ok``."""
+    chosen: dict[str, None] = {}
+    for tree in trees:
+        found = stored_below(tree, stored)
+        if not found and not missing_ok:
+            raise RefusedError(str(ErrorCode.NOT_FOUND), f"nothing stored as {tree} or in it")
+        chosen.update(dict.fromkeys(found))
+    return list(chosen)
+
+
+def _into(names: list[str], output: Path | None) -> list[tuple[str, Path]]:
+    """``get -r``: ``names`` written below ``output`` (a directory, created if missing)."""
+    if output is not None:
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise FileAccessError(f"cannot make the directory {output}: {reason}") from exc
+    return download_targets(names, output)
+
+
 def _ls(ctx: Invocation, settings: Settings) -> None:
     with _account(ctx, settings) as account:
         if ctx.args.partial:
@@ -248,28 +276,35 @@ def _ls(ctx: Invocation, settings: Settings) -> None:
 
 
 def _rm(ctx: Invocation, settings: Settings) -> None:
+    args = ctx.args
+    names = tree_names(args.names) if args.recursive else args.names
     with _account(ctx, settings) as account:
-        if ctx.args.partial:
-            _discard(ctx, account)
+        if args.partial:
+            _discard(ctx, account, names)
             return
-        for name in ctx.args.names:
+        if args.recursive:
+            stored = [info.name for info in list_files(account)]
+            names = _below(names, stored, missing_ok=args.force)
+        for name in names:
             if delete_file(account, name):
                 print(f"{name}  deleted", file=ctx.out, flush=True)
-            elif not ctx.args.force:
+            elif not args.force:
                 raise RefusedError(str(ErrorCode.NOT_FOUND), f"no such file: {name}")
 
 
-def _discard(ctx: Invocation, account: Account) -> None:
-    """``rm --partial``: discard every unfinished upload of each name given."""
+def _discard(ctx: Invocation, account: Account, names: Sequence[str]) -> None:
+    """``rm --partial``: discard every unfinished upload of each name (with ``-r``, of
+    each tree) given."""
     uploads = list_unfinished(account)
-    for name in ctx.args.names:
-        mine = [upload for upload in uploads if upload.name == name]
+    for name in names:
+        below = stored_below(name, [u.name for u in uploads]) if ctx.args.recursive else [name]
+        mine = [upload for upload in uploads if upload.name in below]
         if not mine and not ctx.args.force:
             raise RefusedError(str(ErrorCode.NOT_FOUND), f"no unfinished upload of {name}")
         for upload in mine:
             discard_upload(account, upload)
             held = f"{format_size(upload.held)} of {format_size(upload.size)}"
-            print(f"{name}  unfinished upload discarded ({held})", file=ctx.out, flush=True)
+            print(f"{upload.name}  unfinished upload discarded ({held})", file=ctx.out, flush=True)
 
 
 def _whoami(ctx: Invocation, settings: Settings) -> None:

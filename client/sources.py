@@ -4,7 +4,9 @@
 regular file below DIR under ``DIR-name/relative/path`` (POSIX separators, sorted, empty
 directories skipped, symbolic links to directories not followed). ``get NAME`` writes to
 ``./NAME``, or to ``-o PATH``: into it when it is a directory (or when several names are
-given), else as that file. A stored name is always a safe relative path (see
+given), else as that file. ``get -r NAME`` and ``rm -r NAME`` take the stored file NAME
+and every stored file below ``NAME/`` (:func:`stored_below`), so what ``put -r DIR`` stored
+comes back, or goes, whole. A stored name is always a safe relative path (see
 :mod:`common.names`), so joining it under a directory never leaves that directory.
 
 Every name is validated before anything is sent, so a bad one fails the command early.
@@ -19,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from common.errors import FileAccessError
 from common.names import validate_file_name
 
-__all__ = ["download_targets", "upload_sources"]
+__all__ = ["download_targets", "stored_below", "tree_names", "upload_sources"]
 
 
 def upload_sources(
@@ -70,3 +72,16 @@ def download_targets(names: Sequence[str], output: Path | None) -> list[tuple[st
         return [(names[0], output)]
     base = output if output is not None else Path()
     return [(name, base.joinpath(*PurePosixPath(name).parts)) for name in names]
+
+
+def tree_names(names: Sequence[str]) -> list[str]:
+    """The names given to ``get -r`` / ``rm -r``: checked, a trailing ``/`` dropped."""
+    trees = [name.rstrip("/") or name for name in names]
+    for tree in trees:
+        validate_file_name(tree)
+    return trees
+
+
+def stored_below(tree: str, stored: Sequence[str]) -> list[str]:
+    """The stored names of ``tree``: the file of that name and those below ``tree/``."""
+    return sorted(name for name in stored if name == tree or name.startswith(tree + "/"))

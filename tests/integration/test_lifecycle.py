@@ -196,6 +196,45 @@ def test_put_r_and_get_several_names_keep_relative_paths(
     assert (out / "loose.txt").read_text() == "loose\n"
 
 
+def test_get_r_and_rm_r_take_a_directory_put_with_r_whole(
+    stack: Stack, home: Path, tmp_path: Path
+) -> None:
+    album = tmp_path / "album"
+    files = {"one.jpg": os.urandom(3000), "2024/two.jpg": b"two\n", "2024/may/three.jpg": b"3"}
+    for rel, data in files.items():
+        (album / rel).parent.mkdir(parents=True, exist_ok=True)
+        (album / rel).write_bytes(data)
+    neighbour = tmp_path / "album-notes.txt"  # shares the prefix, not the directory
+    neighbour.write_text("not in the album\n")
+    assert stack.client(home, "put", "-r", str(album), str(neighbour)).returncode == 0
+
+    out = tmp_path / "restored" / "here"  # -o of get -r: a directory, made if missing
+    printed = get(stack, home, "-r", "album/", "-o", str(out))
+    assert len(printed.splitlines()) == len(files)
+    for rel, data in files.items():
+        assert (out / "album" / rel).read_bytes() == data
+    assert not (out / "album-notes.txt").exists()
+    only_may = tmp_path / "may"
+    get(stack, home, "-r", "album/2024/may", "-o", str(only_may))
+    assert [p.name for p in only_may.rglob("*") if p.is_file()] == ["three.jpg"]
+
+    missing = stack.client(home, "get", "-r", "no-such-album", "-o", str(tmp_path / "nothing"))
+    assert missing.returncode == ExitStatus.REFUSED
+    assert "nothing stored as no-such-album" in missing.stderr
+    assert not (tmp_path / "nothing").exists()
+
+    removed = stack.client(home, "rm", "-r", "album")
+    assert removed.returncode == 0, removed.stderr
+    assert sorted(removed.stdout.split()) == sorted(
+        [f"album/{rel}" for rel in files] + ["deleted"] * 3
+    )
+    listed = ls_json(stack, home)
+    assert not any(name.startswith("album/") for name in listed)
+    assert "album-notes.txt" in listed
+    assert stack.client(home, "rm", "-r", "album").returncode == ExitStatus.REFUSED
+    assert stack.client(home, "rm", "-r", "-f", "album").returncode == 0
+
+
 def test_put_of_a_directory_without_r_is_refused(stack: Stack, home: Path, tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     result = stack.client(home, "put", str(tmp_path / "d"))

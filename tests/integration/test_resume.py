@@ -131,13 +131,20 @@ def home(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def put_killed_half_way(stack: Stack, home: Path, source: Path, chunks: int) -> CountingRelay:
-    """``put`` of ``source`` killed (-9) once the server holds half of its ``chunks``; the
-    relay it went through, with its counts."""
+def put_killed_half_way(
+    stack: Stack, home: Path, source: Path, chunks: int, stored_as: str | None = None
+) -> CountingRelay:
+    """``put`` of ``source`` (``-r`` for a directory, whose file of ``chunks`` is
+    ``stored_as``) killed (-9) once the server holds half of its ``chunks``; the relay it
+    went through, with its counts."""
     relay = CountingRelay(stack.endpoint)
+    name = stored_as or source.name
+    tree = ["-r"] if source.is_dir() else []
     try:
-        client = stack.spawn_client(home, "put", "-q", str(source), "--server", relay.endpoint)
-        wait_until(lambda: chunks_held(stack, source.name) >= chunks // 2, "half stored", client)
+        client = stack.spawn_client(
+            home, "put", "-q", *tree, str(source), "--server", relay.endpoint
+        )
+        wait_until(lambda: chunks_held(stack, name) >= chunks // 2, "half stored", client)
         kill_9(client)
     finally:
         relay.close()
@@ -212,6 +219,15 @@ def test_an_interrupted_upload_is_listed_and_can_be_discarded(
     assert "no unfinished upload of abandoned.bin" in again.stderr
     assert "Traceback" not in again.stderr
     assert stack.client(home, "rm", "--partial", "-f", "abandoned.bin").returncode == 0
+
+    # With -r, every unfinished upload below a directory goes.
+    (tmp_path / "dir").mkdir()
+    source.rename(tmp_path / "dir" / "abandoned.bin")
+    put_killed_half_way(stack, home, tmp_path / "dir", 64, stored_as="dir/abandoned.bin")
+    discarded = stack.client(home, "rm", "-r", "--partial", "dir/")
+    assert discarded.returncode == 0, discarded.stderr
+    assert discarded.stdout.startswith("dir/abandoned.bin  unfinished upload discarded (")
+    assert chunks_held(stack, "dir/abandoned.bin") == 0
 
 
 def test_killed_download_resumes_and_fetches_less_than_60_percent_again(

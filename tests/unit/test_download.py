@@ -25,7 +25,7 @@ from client.listing import (
 )
 from client.partial import STATE_SIZE, PartialDownload, part_paths
 from client.progress import make_progress
-from client.sources import download_targets, upload_sources
+from client.sources import download_targets, stored_below, tree_names, upload_sources
 from common import crypto
 from common.cksum import Cksum, cksum
 from common.codec import encode_body
@@ -329,6 +329,21 @@ def test_put_refuses_directories_without_r_and_name_with_several(tmp_path: Path)
         upload_sources([tmp_path / "x", tmp_path / "x"], recursive=False)
     with pytest.raises(InvalidNameError):
         upload_sources([tmp_path / "x"], recursive=False, name="../y")
+
+
+def test_a_tree_is_the_name_and_what_is_stored_below_it() -> None:
+    stored = ["photos", "photos/a.jpg", "photos/2024/b.jpg", "photos-old/c.jpg", "photosx", "z"]
+    assert stored_below("photos", stored) == ["photos", "photos/2024/b.jpg", "photos/a.jpg"]
+    assert stored_below("photos/2024", stored) == ["photos/2024/b.jpg"]
+    assert stored_below("z", stored) == ["z"]
+    assert stored_below("phot", stored) == []  # a prefix of a name is not a directory
+
+
+def test_tree_names_drop_a_trailing_slash_and_are_checked() -> None:
+    assert tree_names(["photos/", "a/b//", "c"]) == ["photos", "a/b", "c"]
+    for bad in ("../x", "/", "a/../b", ""):
+        with pytest.raises(InvalidNameError):
+            tree_names([bad])
 
 
 def test_get_targets(tmp_path: Path) -> None:
