@@ -157,7 +157,7 @@ def _account(ctx: Invocation, settings: Settings, endpoint: str | None = None) -
 
 
 def _put(ctx: Invocation, settings: Settings) -> None:
-    from client.upload import UploadOptions, open_source, upload_file
+    from client.upload import UploadOptions, open_source, unchanged, upload_file
 
     args = ctx.args
     endpoint = None
@@ -173,9 +173,15 @@ def _put(ctx: Invocation, settings: Settings) -> None:
         level=settings.client.compression_level,
     )
     with _account(ctx, settings, endpoint) as account:
+        stored = (
+            {info.name: info.source for info in list_files(account)} if args.skip_unchanged else {}
+        )
         for path, name in sources:
             stream, size = open_source(path)
             with stream:
+                if unchanged(account, stream, stored.get(name)):
+                    print(f"{name}  {size} bytes  unchanged, skipped", file=ctx.out, flush=True)
+                    continue
                 progress = make_progress(size, name, quiet=args.quiet, stream=ctx.err)
                 try:
                     result = upload_file(account, stream, size, name, options, progress)

@@ -59,6 +59,7 @@ __all__ = [
     "UploadOptions",
     "UploadResult",
     "open_source",
+    "unchanged",
     "upload_file",
 ]
 
@@ -110,6 +111,12 @@ def open_source(path: Path) -> tuple[io.FileIO, int]:
         stream.close()
         raise FileAccessError(f"cannot read {path}: not a regular file")
     return stream, info.st_size
+
+
+def unchanged(account: Account, stream: io.FileIO, stored_source: bytes | None) -> bool:
+    """True if ``stored_source``, the source token of a stored file, names this version
+    of ``stream``: this client put a file of the same size and modification time."""
+    return bool(stored_source) and stored_source == account.source_token(*_version(stream))
 
 
 def upload_file(

@@ -148,6 +148,7 @@ _CHUNK_COUNT = _field("chunk_count", partial(check_uint, minimum=1))
 _SIGNATURE = _field("signature", partial(check_bytes, maximum=MAX_SIGNATURE_LEN))
 _PUBLIC_KEY = _field("public_key", partial(check_bytes, maximum=MAX_PUBLIC_KEY_LEN))
 _GATEWAY_KEY = _field("gateway_key", partial(check_bytes, maximum=MAX_PUBLIC_KEY_LEN))
+_SOURCE = _field("source", partial(check_bytes, minimum=0, maximum=MAX_SOURCE_LEN))
 
 
 def _after_name(value: object, field: str) -> str:
@@ -179,7 +180,7 @@ SCHEMAS: dict[type, tuple[Field, ...]] = {
         _SIZE,
         _CHUNK_SIZE,
         _CHUNK_COUNT,
-        _field("source", partial(check_bytes, minimum=0, maximum=MAX_SOURCE_LEN)),
+        _SOURCE,
     ),
     UploadReady: (_TRANSFER_ID, _DATA_KEY, _field("stored", _chunk_indexes)),
     ChunkStored: (_TRANSFER_ID, _INDEX),
@@ -195,6 +196,7 @@ SCHEMAS: dict[type, tuple[Field, ...]] = {
         _field("verified", check_bool),
         _CRC,
         _field("sha256", _optional_sha256),
+        _SOURCE,
     ),
     FileList: (_items("files", FileInfo), _field("more", check_bool)),
     ListUploads: (_field("after", check_optional_id),),

@@ -219,6 +219,7 @@ class FileInfo:
     verified: bool
     crc: int
     sha256: bytes | None
+    source: bytes = b""  # the source token its upload began with (UploadBegin.source)
 
 
 @dataclass(frozen=True, slots=True)

@@ -122,7 +122,15 @@ class Files:
         rows = self.store.list_files(ctx.client_id, msg.after, LIST_PAGE + 1)
         return FileList(
             tuple(
-                FileInfo(row.name, row.size, row.uploaded_at, row.verified, row.crc, row.sha256)
+                FileInfo(
+                    row.name,
+                    row.size,
+                    row.uploaded_at,
+                    row.verified,
+                    row.crc,
+                    row.sha256,
+                    row.source,
+                )
                 for row in rows[:LIST_PAGE]
             ),
             more=len(rows) > LIST_PAGE,

@@ -127,3 +127,4 @@ class FileRow:
     transfer_id: bytes
     chunk_size: int
     chunk_count: int
+    source: bytes = b""  # the upload's source token (UploadBegin.source)

@@ -26,24 +26,14 @@ from workers.rows import (
 __all__ = ["Tables", "UploadTables"]
 
 _FILE_SELECT = """SELECT f.name, f.location, f.verified, f.size, f.crc, f.sha256,
-    f.uploaded_at, f.data_key, f.transfer_id, u.chunk_size, u.chunk_count
+    f.uploaded_at, f.data_key, f.transfer_id, u.chunk_size, u.chunk_count, u.source
     FROM files f JOIN uploads u ON u.transfer_id = f.transfer_id"""
 
 
 def _file(row: tuple[Any, ...]) -> FileRow:
-    name, location, verified, size, crc, sha256, uploaded_at, data_key, transfer_id, cs, cc = row
+    name, location, verified, size, crc, sha256, uploaded_at, data_key, tid, cs, cc, src = row
     return FileRow(
-        name,
-        location,
-        bool(verified),
-        size,
-        crc,
-        sha256,
-        uploaded_at,
-        data_key,
-        transfer_id,
-        cs,
-        cc,
+        name, location, bool(verified), size, crc, sha256, uploaded_at, data_key, tid, cs, cc, src
     )
 
 

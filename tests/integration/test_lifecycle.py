@@ -28,7 +28,16 @@ from workers.files import LIST_PAGE
 
 from .stack import ROOT, Stack, running_stack
 from .test_resume import CountingRelay as Relay
-from .test_upload_e2e import SMALL, SUMMARY, account, blob_dirs, cksum_command, put, server_of
+from .test_upload_e2e import (
+    SMALL,
+    SUMMARY,
+    account,
+    blob_dirs,
+    cksum_command,
+    put,
+    server_of,
+    stored_plaintext,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -233,6 +242,33 @@ def test_get_r_and_rm_r_take_a_directory_put_with_r_whole(
     assert "album-notes.txt" in listed
     assert stack.client(home, "rm", "-r", "album").returncode == ExitStatus.REFUSED
     assert stack.client(home, "rm", "-r", "-f", "album").returncode == 0
+
+
+def test_put_skip_unchanged_sends_only_what_changed_since_it_was_put(
+    stack: Stack, home: Path, tmp_path: Path
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in ("same.txt", "edited.txt", "touched.txt"):
+        (docs / name).write_text(f"{name} as first put\n")
+    assert stack.client(home, "put", "-r", str(docs)).returncode == 0
+    (docs / "edited.txt").write_text("edited.txt, longer now\n")  # size changes
+    later = (docs / "touched.txt").stat().st_mtime_ns + 10**9
+    os.utime(docs / "touched.txt", ns=(later, later))  # same bytes, new time: sent again
+    (docs / "new.txt").write_text("new\n")
+    result = stack.client(home, "put", "-r", "--skip-unchanged", str(docs))
+    assert result.returncode == 0, result.stderr
+    lines = {line.split("  ")[0]: line for line in result.stdout.splitlines()}
+    assert lines["docs/same.txt"].endswith("unchanged, skipped")
+    for sent in ("docs/edited.txt", "docs/touched.txt", "docs/new.txt"):
+        assert lines[sent].endswith("verified"), lines[sent]
+    for name in ("same.txt", "edited.txt", "touched.txt", "new.txt"):
+        assert stored_plaintext(stack, home, f"docs/{name}") == (docs / name).read_bytes()
+    again = stack.client(home, "put", "-r", "--skip-unchanged", str(docs))
+    assert again.stdout.count("unchanged, skipped") == 4, again.stdout
+    # Without the option every file is sent, as before.
+    plain = stack.client(home, "put", "-r", str(docs))
+    assert plain.stdout.count("verified") == 4
 
 
 def test_put_of_a_directory_without_r_is_refused(stack: Stack, home: Path, tmp_path: Path) -> None:

@@ -251,16 +251,21 @@ class Client:
     def send_chunk(self, frames: list[bytes]) -> Message:
         return self.open_reply(self.server.call("file", frames), frames[0])
 
-    def begin(self, name: str, data: bytes, chunk_size: int) -> UploadReady:
+    def begin(self, name: str, data: bytes, chunk_size: int, source: bytes = b"") -> UploadReady:
         count = max(1, -(-len(data) // chunk_size))
-        ready = self.ask(UploadBegin(name, len(data), chunk_size, count))
+        ready = self.ask(UploadBegin(name, len(data), chunk_size, count, source))
         assert isinstance(ready, UploadReady), ready
         return ready
 
     def upload(
-        self, name: str, data: bytes, chunk_size: int = 4096, compress: bool = False
+        self,
+        name: str,
+        data: bytes,
+        chunk_size: int = 4096,
+        compress: bool = False,
+        source: bytes = b"",
     ) -> tuple[UploadCommitted, UploadDone]:
-        ready = self.begin(name, data, chunk_size)
+        ready = self.begin(name, data, chunk_size, source)
         pieces = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)] or [b""]
         for index, piece in enumerate(pieces):
             if index in ready.stored:

@@ -81,7 +81,7 @@ def wire(msg: Message) -> dict[str, Any]:
 
 # --- message catalogue -------------------------------------------------------------------
 
-FILE = FileInfo("dir/notes.txt", 12, 1_700_000_000_000, True, 3733384285, bytes(32))
+FILE = FileInfo("dir/notes.txt", 12, 1_700_000_000_000, True, 3733384285, bytes(32), bytes(16))
 UNFINISHED = UploadInfo(ID, "big.iso", 5 * 2**30, 2**30, 1_700_000_000_000)
 VALID: list[Message] = [
     RegisterRequest("alice", b"\x30" * 294),
@@ -236,6 +236,8 @@ BAD_FIELDS: dict[type, dict[str, list[object]]] = {
             [{**wire(FileList((FILE,)))["files"][0], "name": "../x"}],
             [{**wire(FileList((FILE,)))["files"][0], "verified": 1}],
             [{**wire(FileList((FILE,)))["files"][0], "uploaded_at": -5}],
+            [{**wire(FileList((FILE,)))["files"][0], "source": bytes(33)}],
+            [{**wire(FileList((FILE,)))["files"][0], "source": None}],
         ],
     },
     ListUploads: {"after": [bytes(15), bytes(17), "", None, 0]},

@@ -297,6 +297,21 @@ def test_only_a_begin_for_the_same_source_version_resumes(alice: Client) -> None
     assert begin(b"v1" * 8).stored == (1,)  # the old one is still there, until it expires
 
 
+def test_a_listed_file_carries_the_source_token_it_was_put_with(
+    server: Server, alice: Client
+) -> None:
+    alice.upload("tokened", b"one version", CHUNK, source=b"v1" * 8)
+    alice.upload("plain", b"no token", CHUNK)
+    listed = alice.ask(ListFiles())
+    assert isinstance(listed, FileList)
+    assert {info.name: info.source for info in listed.files} == {
+        "plain": b"",
+        "tokened": b"v1" * 8,
+    }
+    alice.upload("tokened", b"another one", CHUNK, source=b"v2" * 8)  # replaced: its token
+    assert cast(FileList, alice.ask(ListFiles("plain"))).files[0].source == b"v2" * 8
+
+
 def test_resend_discards_and_a_new_upload_replaces_the_old_file(
     server: Server, alice: Client
 ) -> None:
