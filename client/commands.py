@@ -221,7 +221,11 @@ def _get(ctx: Invocation, settings: Settings) -> None:
     targets = [] if trees is not None else download_targets(args.names, args.output)
     # Replies are consumed in chunk order, so one slow chunk holds the others back: a
     # deeper pipeline than the upload's keeps the server busy (memory: 2 x window chunks).
-    options = DownloadOptions(force=args.force, window=2 * settings.client.window)
+    options = DownloadOptions(
+        force=args.force,
+        window=2 * settings.client.window,
+        skip_unchanged=args.skip_unchanged,
+    )
     with _account(ctx, settings) as account:
         if trees is not None:
             stored = [info.name for info in list_files(account)]
@@ -237,6 +241,13 @@ def _get(ctx: Invocation, settings: Settings) -> None:
                 raise
             finally:
                 progress.close()
+            if result.unchanged:
+                print(
+                    f"{result.path}  {result.size} bytes  unchanged, skipped",
+                    file=ctx.out,
+                    flush=True,
+                )
+                continue
             if args.verbose:
                 print(
                     f"{name}: received {result.fetched} of {result.chunks} chunks"

@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import os
 import queue
+import stat
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -70,17 +71,19 @@ _log = get_logger()
 
 @dataclass(frozen=True, slots=True)
 class DownloadOptions:
-    """How to download: replace an existing file?, requests in flight, state interval."""
+    """How to download: replace an existing file?, requests in flight, state interval;
+    ``skip_unchanged``: leave an existing file with the server's size and CRC as it is."""
 
     force: bool = False
     window: int = 8
     save_every: int = 8 * 1024 * 1024  # bytes between two updates of the state file
+    skip_unchanged: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class DownloadResult:
     """A placed, verified file; ``fetched`` chunks came over the wire, ``resumed`` were
-    already on disk from an earlier run."""
+    already on disk from an earlier run; ``unchanged``: the file there was left alone."""
 
     name: str
     path: Path
@@ -89,6 +92,7 @@ class DownloadResult:
     chunks: int
     fetched: int
     resumed: int
+    unchanged: bool = False
 
 
 def open_chunk_data(
@@ -164,7 +168,8 @@ def download_file(
     progress: Progress,
 ) -> DownloadResult:
     """Download the file ``name`` to ``target``; returns once it is verified and in place."""
-    _refuse_existing(target, options.force)
+    if not options.skip_unchanged:  # else only once the server's size and CRC are known
+        _refuse_existing(target, options.force)
     return account.with_session(lambda: _download(account, name, target, options, progress))
 
 
@@ -173,6 +178,11 @@ def _download(
 ) -> DownloadResult:
     ready = account.call(DownloadBegin(name), DownloadReady)
     _check_ready(ready)
+    if options.skip_unchanged:
+        if _holds(target, ready.size, ready.crc):
+            n = ready.chunk_count
+            return DownloadResult(name, target, ready.size, ready.crc, n, 0, 0, unchanged=True)
+        _refuse_existing(target, options.force)
     partial = PartialDownload(target, ready)
     resume = partial.resume_point()
     try:
@@ -204,6 +214,24 @@ def _download(
     fetched = ready.chunk_count - resume
     _log.info("download.done", name=name, size=ready.size, fetched=fetched, resumed=resume)
     return DownloadResult(name, target, ready.size, ready.crc, ready.chunk_count, fetched, resume)
+
+
+def _holds(target: Path, size: int, crc: int) -> bool:
+    """True if ``target`` is a regular file of ``size`` bytes with the POSIX CRC ``crc``."""
+    try:
+        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False  # missing, a symbolic link, unreadable: not the same file
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size != size:
+            return False
+        found = _crc_of_prefix(fd, size)
+    except (OSError, FileAccessError):
+        return False
+    finally:
+        os.close(fd)
+    return found.digest() == crc
 
 
 def _crc_of_prefix(fd: int, length: int) -> Cksum:

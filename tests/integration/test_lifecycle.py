@@ -271,6 +271,31 @@ def test_put_skip_unchanged_sends_only_what_changed_since_it_was_put(
     assert plain.stdout.count("verified") == 4
 
 
+def test_get_skip_unchanged_fetches_only_files_that_differ(
+    stack: Stack, home: Path, tmp_path: Path
+) -> None:
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for name in ("a.bin", "b.bin", "c.bin"):
+        (kept / name).write_bytes(os.urandom(3 * CHUNK + 7))
+    assert stack.client(home, "put", "-r", str(kept), env=SMALL).returncode == 0
+    out = tmp_path / "out"
+    get(stack, home, "-r", "kept", "-o", str(out))
+    (out / "kept" / "b.bin").write_bytes(os.urandom(3 * CHUNK + 7))  # same size, other bytes
+    (out / "kept" / "c.bin").unlink()
+    skipping = ["get", "-r", "--skip-unchanged", "kept", "-o", str(out)]
+    refused = stack.client(home, *skipping)
+    assert refused.returncode == ExitStatus.FILE_ERROR, refused.stderr
+    assert "b.bin exists; use --force" in refused.stderr
+    result = stack.client(home, *skipping, "--force")
+    assert result.returncode == 0, result.stderr
+    lines = {Path(line.split("  ")[0]).name: line for line in result.stdout.splitlines()}
+    assert lines["a.bin"].endswith("unchanged, skipped")
+    assert lines["b.bin"].endswith("verified") and lines["c.bin"].endswith("verified")
+    for name in ("a.bin", "b.bin", "c.bin"):
+        assert (out / "kept" / name).read_bytes() == (kept / name).read_bytes()
+
+
 def test_put_of_a_directory_without_r_is_refused(stack: Stack, home: Path, tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     result = stack.client(home, "put", str(tmp_path / "d"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from client import session as core
-from client.download import _Writer, open_chunk_data
+from client.download import _holds, _Writer, open_chunk_data
 from client.listing import (
     all_pages,
     format_size,
@@ -329,6 +329,22 @@ def test_put_refuses_directories_without_r_and_name_with_several(tmp_path: Path)
         upload_sources([tmp_path / "x", tmp_path / "x"], recursive=False)
     with pytest.raises(InvalidNameError):
         upload_sources([tmp_path / "x"], recursive=False, name="../y")
+
+
+def test_an_unchanged_target_is_a_regular_file_of_the_same_size_and_crc(tmp_path: Path) -> None:
+    data = os.urandom(3 * 2**20 + 5)  # more than one read block
+    same = tmp_path / "same"
+    same.write_bytes(data)
+    assert _holds(same, len(data), cksum(data))
+    assert not _holds(same, len(data), cksum(data) ^ 1)
+    assert not _holds(same, len(data) + 1, cksum(data))
+    (tmp_path / "link").symlink_to(same)
+    assert not _holds(tmp_path / "link", len(data), cksum(data))  # never followed
+    assert not _holds(tmp_path, 0, cksum(b""))
+    assert not _holds(tmp_path / "missing", 0, cksum(b""))
+    empty = tmp_path / "empty"
+    empty.touch()
+    assert _holds(empty, 0, cksum(b""))
 
 
 def test_a_tree_is_the_name_and_what_is_stored_below_it() -> None:
