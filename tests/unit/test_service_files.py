@@ -717,3 +717,21 @@ def test_a_listed_upload_given_up_is_gone_with_its_chunks(server: Server, alice:
     )
     assert alice.ask(ListUploads()) == UploadList((), more=False)
     assert not (server.data.blobs_path / ready.transfer_id.hex()).exists()
+
+
+@pytest.mark.parametrize("after", [bytes(15), bytes(17), "", None, 0, [b""]])
+def test_a_bad_upload_listing_start_is_refused_and_changes_nothing(
+    server: Server, alice: Client, after: object
+) -> None:
+    alice.begin("pending", b"p", CHUNK)
+    before = snapshot(server)
+    frames = alice.session_frames(ListUploads())
+    keys = alice.session_keys
+    assert keys is not None
+    bad = msgpack.packb({"after": after}, use_bin_type=True)
+    sealed = crypto.seal(keys.client_to_server, bad, frames[0])
+    reply = alice.open_reply(server.call("file", [frames[0], sealed]), frames[0])
+    assert error_code(reply) == "bad-request"
+    assert isinstance(reply, ErrorReply) and "after" in reply.message
+    assert snapshot(server) == before
+    assert len(cast(UploadList, alice.ask(ListUploads())).uploads) == 1  # still serving
