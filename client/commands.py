@@ -319,7 +319,8 @@ def _discard(ctx: Invocation, account: Account, names: Sequence[str]) -> None:
         if not mine and not ctx.args.force:
             raise RefusedError(str(ErrorCode.NOT_FOUND), f"no unfinished upload of {name}")
         for upload in mine:
-            discard_upload(account, upload)
+            if not discard_upload(account, upload):
+                continue  # gone since it was listed: nothing left to discard
             held = f"{format_size(upload.held)} of {format_size(upload.size)}"
             print(f"{upload.name}  unfinished upload discarded ({held})", file=ctx.out, flush=True)
 

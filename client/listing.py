@@ -16,10 +16,11 @@ from itertools import pairwise
 from typing import TypeVar
 
 from client.connection import Account
-from common.errors import RemoteProtocolError
+from common.errors import RefusedError, RemoteProtocolError
 from common.messages import (
     Deleted,
     DeleteFile,
+    ErrorCode,
     FileInfo,
     FileList,
     ListFiles,
@@ -110,9 +111,16 @@ def delete_file(account: Account, name: str) -> bool:
     return account.call(DeleteFile(name), Deleted).existed
 
 
-def discard_upload(account: Account, upload: UploadInfo) -> None:
-    """Discard an unfinished upload and the chunks the server holds of it."""
-    account.call(UploadConfirm(upload.transfer_id, Verdict.GIVE_UP), UploadDone)
+def discard_upload(account: Account, upload: UploadInfo) -> bool:
+    """Discard an unfinished upload and the chunks the server holds of it; False if it
+    was gone already (finished, expired or discarded since it was listed)."""
+    try:
+        account.call(UploadConfirm(upload.transfer_id, Verdict.GIVE_UP), UploadDone)
+    except RefusedError as exc:
+        if exc.code in (ErrorCode.NOT_FOUND, ErrorCode.CONFLICT):  # conflict: a file now
+            return False
+        raise
+    return True
 
 
 def format_size(size: int) -> str:

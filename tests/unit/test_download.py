@@ -16,6 +16,7 @@ from client import session as core
 from client.download import _holds, _Writer, open_chunk_data
 from client.listing import (
     all_pages,
+    discard_upload,
     format_size,
     format_table,
     format_unfinished,
@@ -46,8 +47,10 @@ from common.messages import (
     FileList,
     MessageType,
     StreamPosition,
+    UploadConfirm,
     UploadInfo,
     UploadList,
+    Verdict,
 )
 from common.names import InvalidNameError
 from workers.blobs import Blobs
@@ -463,6 +466,30 @@ def test_unfinished_uploads_in_json_keep_exact_values() -> None:
         "began_at_ms": 1_700_000_000_000,
         "upload_id": "09" * 16,
     }
+
+
+class _Refusing:
+    """Stands in for an Account whose every call is refused with ``code``."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+        self.calls: list[object] = []
+
+    def call(self, msg: object, expect: object) -> object:
+        self.calls.append(msg)
+        raise RefusedError(self.code, "refused")
+
+
+@pytest.mark.parametrize("code", ["not-found", "conflict"])
+def test_discarding_an_upload_gone_since_it_was_listed_is_no_error(code: str) -> None:
+    account = _Refusing(code)
+    assert discard_upload(account, UNFINISHED[0]) is False  # type: ignore[arg-type]
+    assert account.calls == [UploadConfirm(UNFINISHED[0].transfer_id, Verdict.GIVE_UP)]
+
+
+def test_discarding_refused_for_another_reason_is_an_error() -> None:
+    with pytest.raises(RefusedError):
+        discard_upload(_Refusing("internal"), UNFINISHED[0])  # type: ignore[arg-type]
 
 
 def _upload_pages(
