@@ -42,7 +42,7 @@ from client.listing import (
     to_json,
     unfinished_to_json,
 )
-from client.progress import make_progress
+from client.progress import make_progress, progress_label
 from client.sources import download_targets, stored_below, tree_names, upload_sources
 from client.transfer_info import read_transfer_info
 from common.errors import ConfigError, FileAccessError, RefusedError
@@ -176,13 +176,14 @@ def _put(ctx: Invocation, settings: Settings) -> None:
         stored = (
             {info.name: info.source for info in list_files(account)} if args.skip_unchanged else {}
         )
-        for path, name in sources:
+        for number, (path, name) in enumerate(sources, 1):
             stream, size = open_source(path)
             with stream:
                 if unchanged(account, stream, stored.get(name)):
                     print(f"{name}  {size} bytes  unchanged, skipped", file=ctx.out, flush=True)
                     continue
-                progress = make_progress(size, name, quiet=args.quiet, stream=ctx.err)
+                label = progress_label(name, number, len(sources))
+                progress = make_progress(size, label, quiet=args.quiet, stream=ctx.err)
                 try:
                     result = upload_file(account, stream, size, name, options, progress)
                 finally:
@@ -230,9 +231,10 @@ def _get(ctx: Invocation, settings: Settings) -> None:
         if trees is not None:
             stored = [info.name for info in list_files(account)]
             targets = _into(_below(trees, stored, missing_ok=False), args.output)
-        for name, target in targets:
+        for number, (name, target) in enumerate(targets, 1):
             target.parent.mkdir(parents=True, exist_ok=True)
-            progress = make_progress(0, name, quiet=args.quiet, stream=ctx.err)
+            label = progress_label(name, number, len(targets))
+            progress = make_progress(0, label, quiet=args.quiet, stream=ctx.err)
             try:
                 result = download_file(account, name, target, options, progress)
             except (Exception, KeyboardInterrupt):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Protocol, TextIO
 
-__all__ = ["Progress", "make_progress"]
+__all__ = ["Progress", "make_progress", "progress_label"]
 
 
 class Progress(Protocol):
@@ -33,6 +33,11 @@ class _Silent:
 
     def close(self) -> None:
         pass
+
+
+def progress_label(name: str, number: int, count: int) -> str:
+    """The bar's label: the name, after ``[number/count]`` when there are several files."""
+    return name if count == 1 else f"[{number}/{count}] {name}"
 
 
 def make_progress(

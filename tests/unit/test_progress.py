@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from client.progress import make_progress
+from client.progress import make_progress, progress_label
 
 
 class Terminal(io.StringIO):
@@ -38,3 +38,11 @@ def test_quiet_gets_nothing_even_on_a_terminal() -> None:
     bar.update(50)
     bar.close()
     assert out.getvalue() == ""
+
+
+def test_several_files_are_counted_in_the_label() -> None:
+    assert progress_label("a.txt", 1, 1) == "a.txt"
+    assert progress_label("dir/b.txt", 2, 12) == "[2/12] dir/b.txt"
+    out = Terminal()
+    make_progress(10, progress_label("c.bin", 3, 4), stream=out).close()
+    assert "[3/4] c.bin" in out.getvalue()
