@@ -121,12 +121,16 @@ def clients(inv: Invocation) -> int:
                 "revoked": c.revoked,
                 "legacy": c.legacy,
                 "files": c.files,
+                "used": c.used,
             }
             inv.say(json.dumps(record))
         return 0
-    inv.say(f"{'NAME':20} {'ID':32} {'CREATED':20} {'LAST SEEN':20} FILES REVOKED LEGACY")
+    inv.say(
+        f"{'NAME':20} {'ID':32} {'CREATED':20} {'LAST SEEN':20} FILES {'USED':>14} REVOKED LEGACY"
+    )
     for c in rows:
-        flags = f"{c.files:5} {'yes' if c.revoked else 'no':7} {'yes' if c.legacy else 'no'}"
+        revoked, legacy = ("yes" if flag else "no" for flag in (c.revoked, c.legacy))
+        flags = f"{c.files:5} {c.used:14} {revoked:7} {legacy}"
         seen = _when(c.last_seen)
         inv.say(f"{c.name:20} {c.id.hex()} {_when(c.created_at):20} {seen:20} {flags}")
     return 0

@@ -43,6 +43,7 @@ class ClientInfo:
     revoked: bool
     legacy: bool
     files: int
+    used: int  # bytes the quota counts: its files' and unfinished uploads' sizes
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +64,17 @@ class StoredFile:
 
 
 _CLIENTS = """SELECT c.id, c.name, c.created_at, c.last_seen, c.revoked, c.legacy,
-    (SELECT count(*) FROM files f WHERE f.client_id = c.id) FROM clients c"""
+    (SELECT count(*) FROM files f WHERE f.client_id = c.id),
+    (SELECT coalesce(sum(u.size), 0) FROM uploads u WHERE u.client_id = c.id)
+    FROM clients c"""
 _FILES = """SELECT f.client_id, c.name, f.name, f.size, f.crc, f.uploaded_at, f.verified,
     f.data_key, f.transfer_id, u.chunk_size, u.chunk_count FROM files f
     JOIN clients c ON c.id = f.client_id JOIN uploads u ON u.transfer_id = f.transfer_id"""
 
 
 def _client(row: tuple[Any, ...]) -> ClientInfo:
-    cid, name, created, seen, revoked, legacy, files = row
-    return ClientInfo(bytes(cid), name, created, seen, bool(revoked), bool(legacy), files)
+    cid, name, created, seen, revoked, legacy, files, used = row
+    return ClientInfo(bytes(cid), name, created, seen, bool(revoked), bool(legacy), files, used)
 
 
 class AdminStore(Store):

@@ -134,6 +134,13 @@ def test_clients_files_check_revoke_and_online_backup(populated: Populated) -> N
     whoami = run_client(populated.home("alice"), populated.server.endpoint, "whoami").stdout
     assert clients["alice"]["id"] in whoami
     assert clients["alice"]["files"] == 2 and clients["alice"]["revoked"] is False
+    sizes = {label: path.stat().st_size for label, path in populated.sources.items()}
+    assert clients["alice"]["used"] == sizes["alice/report.txt"] + sizes["alice/random.bin"]
+    assert clients["bob"]["used"] == sizes["bob/notes.md"]
+    table = run_admin(data, "clients").stdout.splitlines()
+    assert table[0].split()[-4:] == ["FILES", "USED", "REVOKED", "LEGACY"]
+    (bob_row,) = [line for line in table if line.startswith("bob ")]
+    assert bob_row.split()[-4:] == ["1", str(sizes["bob/notes.md"]), "no", "no"]
 
     listed = json_lines(run_admin(data, "files", "alice", "--json").stdout)
     assert {f["name"] for f in listed} == {"report.txt", "random.bin"}
