@@ -158,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
         sub.add_argument("--verbose", "-v", action="store_true", help="chunk counts")
     ls = commands.add_parser("ls", help="list this client's files")
+    ls.add_argument("names", nargs="*", metavar="NAME", help="only NAME and the files below NAME/")
     ls.add_argument("--json", action="store_true", help="JSON for scripts")
     ls.add_argument("--partial", action="store_true", help="list unfinished uploads instead")
     rm = commands.add_parser("rm", help="delete files")

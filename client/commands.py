@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 from client.connection import Account, Connection, TransportOptions, register
 from client.identity import (
@@ -46,7 +46,7 @@ from client.progress import make_progress, progress_label
 from client.sources import download_targets, stored_below, tree_names, upload_sources
 from client.transfer_info import read_transfer_info
 from common.errors import ConfigError, FileAccessError, RefusedError
-from common.messages import Codec, ErrorCode
+from common.messages import Codec, ErrorCode, FileInfo, UploadInfo
 from common.names import validate_client_name
 from config import Settings
 
@@ -284,14 +284,26 @@ def _into(names: list[str], output: Path | None) -> list[tuple[str, Path]]:
 
 
 def _ls(ctx: Invocation, settings: Settings) -> None:
+    trees = tree_names(ctx.args.names)
     with _account(ctx, settings) as account:
         if ctx.args.partial:
-            uploads = list_unfinished(account)
+            uploads = _only(list_unfinished(account), trees)
             text = unfinished_to_json(uploads) if ctx.args.json else format_unfinished(uploads)
         else:
-            files = list_files(account)
+            files = _only(list_files(account), trees)
             text = to_json(files) if ctx.args.json else format_table(files)
     print(text, file=ctx.out)
+
+
+Listed = TypeVar("Listed", FileInfo, UploadInfo)
+
+
+def _only(entries: Sequence[Listed], trees: Sequence[str]) -> tuple[Listed, ...]:
+    """``ls NAME...``: the entries of those trees (all of them when no NAME is given)."""
+    if not trees:
+        return tuple(entries)
+    chosen = set(_below(trees, [entry.name for entry in entries], missing_ok=True))
+    return tuple(entry for entry in entries if entry.name in chosen)
 
 
 def _rm(ctx: Invocation, settings: Settings) -> None:

@@ -216,6 +216,13 @@ def test_get_r_and_rm_r_take_a_directory_put_with_r_whole(
     neighbour = tmp_path / "album-notes.txt"  # shares the prefix, not the directory
     neighbour.write_text("not in the album\n")
     assert stack.client(home, "put", "-r", str(album), str(neighbour)).returncode == 0
+    only = stack.client(home, "ls", "--json", "album/2024", "album-notes.txt")
+    assert sorted(entry["name"] for entry in json.loads(only.stdout)) == [
+        "album-notes.txt",
+        "album/2024/may/three.jpg",
+        "album/2024/two.jpg",
+    ]
+    assert stack.client(home, "ls", "nothing-here").stdout.strip() == "no files"
 
     out = tmp_path / "restored" / "here"  # -o of get -r: a directory, made if missing
     printed = get(stack, home, "-r", "album/", "-o", str(out))
