@@ -170,8 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument(
         "--partial", action="store_true", help="discard unfinished uploads of NAME instead"
     )
+    mv = commands.add_parser("mv", help="rename a stored file")
+    mv.add_argument("name", metavar="NAME", help="the stored file")
+    mv.add_argument("new_name", metavar="NEW_NAME", help="its new name")
+    mv.add_argument("-f", "--force", action="store_true", help="replace a file named NEW_NAME")
     commands.add_parser("whoami", help="show this client's identity")
-    for sub in (put, get, ls, rm):
+    for sub in (put, get, ls, rm, mv):
         sub.add_argument("--passphrase", action="store_true", help="ask for the key's passphrase")
     for sub in commands.choices.values():
         _global_options(sub, argparse.SUPPRESS)

@@ -39,6 +39,7 @@ from client.listing import (
     format_unfinished,
     list_files,
     list_unfinished,
+    rename_file,
     to_json,
     unfinished_to_json,
 )
@@ -47,7 +48,7 @@ from client.sources import download_targets, stored_below, tree_names, upload_so
 from client.transfer_info import read_transfer_info
 from common.errors import ConfigError, FileAccessError, RefusedError
 from common.messages import Codec, ErrorCode, FileInfo, UploadInfo
-from common.names import validate_client_name
+from common.names import validate_client_name, validate_file_name
 from config import Settings
 
 __all__ = ["COMMANDS", "PASSPHRASE_VARIABLE", "Invocation"]
@@ -323,6 +324,23 @@ def _rm(ctx: Invocation, settings: Settings) -> None:
                 raise RefusedError(str(ErrorCode.NOT_FOUND), f"no such file: {name}")
 
 
+def _mv(ctx: Invocation, settings: Settings) -> None:
+    args = ctx.args
+    for name in (args.name, args.new_name):
+        validate_file_name(name)
+    with _account(ctx, settings) as account:
+        try:
+            renamed = rename_file(account, args.name, args.new_name, args.force)
+        except RefusedError as exc:
+            if exc.code != ErrorCode.CONFLICT:
+                raise
+            raise RefusedError(
+                exc.code, f"{args.new_name} exists; use --force to replace it"
+            ) from None
+    replaced = "  (replaced the file of that name)" if renamed.replaced else ""
+    print(f"{renamed.name} -> {renamed.new_name}  renamed{replaced}", file=ctx.out)
+
+
 def _discard(ctx: Invocation, account: Account, names: Sequence[str]) -> None:
     """``rm --partial``: discard every unfinished upload of each name (with ``-r``, of
     each tree) given."""
@@ -354,5 +372,6 @@ COMMANDS: dict[str, Callable[[Invocation, Settings], None]] = {
     "get": _get,
     "ls": _ls,
     "rm": _rm,
+    "mv": _mv,
     "whoami": _whoami,
 }

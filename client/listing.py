@@ -25,6 +25,8 @@ from common.messages import (
     FileList,
     ListFiles,
     ListUploads,
+    Renamed,
+    RenameFile,
     UploadConfirm,
     UploadDone,
     UploadInfo,
@@ -41,6 +43,7 @@ __all__ = [
     "format_unfinished",
     "list_files",
     "list_unfinished",
+    "rename_file",
     "to_json",
     "unfinished_pages",
     "unfinished_to_json",
@@ -109,6 +112,12 @@ def _gather(
 def delete_file(account: Account, name: str) -> bool:
     """Delete ``name`` and its stored contents; False if there was no such file."""
     return account.call(DeleteFile(name), Deleted).existed
+
+
+def rename_file(account: Account, name: str, new_name: str, replace: bool) -> Renamed:
+    """Give the stored file ``name`` the name ``new_name`` (replacing a file of that name
+    only with ``replace``)."""
+    return account.call(RenameFile(name, new_name, replace), Renamed)
 
 
 def discard_upload(account: Account, upload: UploadInfo) -> bool:

@@ -56,6 +56,8 @@ from common.messages import (
     ListUploads,
     Registered,
     RegisterRequest,
+    Renamed,
+    RenameFile,
     ServerKey,
     ServerKeyRequest,
     SessionGranted,
@@ -213,6 +215,8 @@ SCHEMAS: dict[type, tuple[Field, ...]] = {
     DownloadChunk: (_TRANSFER_ID, _INDEX),
     DeleteFile: (_FILE_NAME,),
     Deleted: (_FILE_NAME, _field("existed", check_bool)),
+    RenameFile: (_FILE_NAME, _field("new_name", validate_file_name), _field("replace", check_bool)),
+    Renamed: (_FILE_NAME, _field("new_name", validate_file_name), _field("replaced", check_bool)),
     ErrorReply: (
         _field("code", partial(check_enum, kind=ErrorCode)),
         _field("message", partial(validate_text, max_len=MAX_ERROR_MESSAGE_LEN)),

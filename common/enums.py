@@ -28,6 +28,7 @@ class MessageType(enum.IntEnum):
     DOWNLOAD_BEGIN = 0x30
     DOWNLOAD_CHUNK = 0x31
     DELETE_FILE = 0x40
+    RENAME_FILE = 0x41
     REGISTERED = 0x81
     SESSION_GRANTED = 0x82
     SERVER_KEY = 0x83
@@ -40,6 +41,7 @@ class MessageType(enum.IntEnum):
     DOWNLOAD_READY = 0xB0
     CHUNK_DATA = 0xB1
     DELETED = 0xC0
+    RENAMED = 0xC1
     ERROR_REPLY = 0xFF
     # The legacy gateway's requests (docs/protocol.md section 3.8, docs/legacy.md).
     LEGACY_REGISTER_REQUEST = 0x04

@@ -48,6 +48,8 @@ __all__ = [
     "MessageType",
     "RegisterRequest",
     "Registered",
+    "RenameFile",
+    "Renamed",
     "ServerKey",
     "ServerKeyRequest",
     "SessionGranted",
@@ -289,6 +291,23 @@ class Deleted:
 
 
 @dataclass(frozen=True, slots=True)
+class RenameFile:
+    """Give the file ``name`` the name ``new_name``; a file already called so is replaced
+    only with ``replace``."""
+
+    name: str
+    new_name: str
+    replace: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Renamed:
+    name: str
+    new_name: str
+    replaced: bool  # a file called new_name was there and is gone
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorReply:
     code: ErrorCode
     message: str
@@ -371,6 +390,8 @@ Message = (
     | DownloadChunk
     | DeleteFile
     | Deleted
+    | RenameFile
+    | Renamed
     | ErrorReply
     | LegacyRegisterRequest
     | LegacyRegistered
@@ -393,6 +414,7 @@ _CLASS_OF: dict[MessageType, type[Message]] = {
     MessageType.DOWNLOAD_BEGIN: DownloadBegin,
     MessageType.DOWNLOAD_CHUNK: DownloadChunk,
     MessageType.DELETE_FILE: DeleteFile,
+    MessageType.RENAME_FILE: RenameFile,
     MessageType.REGISTERED: Registered,
     MessageType.SESSION_GRANTED: SessionGranted,
     MessageType.SERVER_KEY: ServerKey,
@@ -404,6 +426,7 @@ _CLASS_OF: dict[MessageType, type[Message]] = {
     MessageType.UPLOAD_LIST: UploadList,
     MessageType.DOWNLOAD_READY: DownloadReady,
     MessageType.DELETED: Deleted,
+    MessageType.RENAMED: Renamed,
     MessageType.ERROR_REPLY: ErrorReply,
     MessageType.LEGACY_REGISTER_REQUEST: LegacyRegisterRequest,
     MessageType.LEGACY_KEY_REQUEST: LegacyKeyRequest,

@@ -1,4 +1,5 @@
-"""The ``cipherdrop.file`` service: uploads (:mod:`workers.uploads`), list, download, delete.
+"""The ``cipherdrop.file`` service: uploads (:mod:`workers.uploads`), list, download, delete,
+rename.
 
 Every request is session-protected and answered under the session key; a client sees
 and touches only its own files and transfers (anything else is ``not-found``).
@@ -11,7 +12,9 @@ Guarantees:
 * Deleting removes the file row (and its upload) in one transaction that records the
   reply, then the stored chunks, so the space is reclaimed; a retry of the same request
   gets the same ``Deleted`` answer. A crash between the two leaves only unreferenced
-  blobs, which the start-up sweep removes.
+  blobs, which the start-up sweep removes. Renaming is one such transaction too; a file
+  it replaces goes the same way. Chunks are sealed under their transfer id, never the
+  name, so a renamed file's contents stay as they are.
 * A listing is paged (:data:`LIST_PAGE` files per reply, in name order, ``more`` when
   there are others), so its reply stays small whatever a client stores; so is the list
   of unfinished uploads (in transfer id order), which the client discards with
@@ -43,6 +46,8 @@ from common.messages import (
     ListFiles,
     ListUploads,
     MessageType,
+    Renamed,
+    RenameFile,
     StreamPosition,
     UploadInfo,
     UploadList,
@@ -53,7 +58,7 @@ from workers.datadir import DataDir
 from workers.protection import SessionKey, data_reply
 from workers.service import Context, DataReply, Dispatcher, Route
 from workers.sessions import SessionCache
-from workers.store import Store
+from workers.store import Rename, Store
 from workers.uploads import Uploads, data_key_context
 
 __all__ = ["DEFAULT_UPLOAD_EXPIRY", "EXPIRY_INTERVAL", "SERVICE", "Expiry", "file_service"]
@@ -165,6 +170,26 @@ class Files:
             raise RefusedError(ErrorCode.BAD_REQUEST, "downloads need a session")
         return DataReply(data_reply(ctx.protection, ctx.envelope.request_id, stream, codec, sealed))
 
+    def rename(self, ctx: Context, msg: RenameFile) -> Renamed:
+        replies = {
+            replaced: Renamed(msg.name, msg.new_name, replaced) for replaced in (False, True)
+        }
+        outcome, replaced = self.store.rename_file(
+            ctx.client_id,
+            msg.name,
+            msg.new_name,
+            msg.replace,
+            ctx.now,
+            lambda replaced: ctx.record(replies[replaced]),
+        )
+        if outcome is Rename.MISSING:
+            raise RefusedError(ErrorCode.NOT_FOUND, "no such file")
+        if outcome is Rename.TAKEN:
+            raise RefusedError(ErrorCode.CONFLICT, f"a file named {msg.new_name} exists")
+        if replaced is not None:  # the replaced file's contents: the reply need not wait
+            self.blobs.remove_soon(replaced)
+        return replies[replaced is not None]
+
     def delete(self, ctx: Context, msg: DeleteFile) -> Deleted:
         replies = {existed: Deleted(msg.name, existed) for existed in (False, True)}
         removed = self.store.delete_file(
@@ -204,6 +229,7 @@ def file_service(
         MessageType.DOWNLOAD_BEGIN: Route(session, _after(expiry, files.download)),
         MessageType.DOWNLOAD_CHUNK: Route(session, files.chunk),
         MessageType.DELETE_FILE: Route(session, _after(expiry, files.delete), mutating=True),
+        MessageType.RENAME_FILE: Route(session, files.rename, mutating=True),
     }
     return Dispatcher(
         routes,

@@ -19,6 +19,7 @@ __all__ = [
     "Grant",
     "OverQuota",
     "Published",
+    "Rename",
     "ReplyRecord",
     "SessionRow",
     "UnfinishedRow",
@@ -28,6 +29,14 @@ __all__ = [
 
 class DuplicateRequest(StorageError):
     """Another process recorded a reply for this request first; nothing was changed."""
+
+
+class Rename(enum.Enum):
+    """Outcome of :meth:`Store.rename_file`."""
+
+    DONE = "done"
+    MISSING = "missing"  # no file of that name
+    TAKEN = "taken"  # the new name is a file's, and it was not to be replaced
 
 
 class OverQuota(Exception):

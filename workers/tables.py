@@ -18,6 +18,7 @@ from workers.rows import (
     FileRow,
     OverQuota,
     Published,
+    Rename,
     ReplyRecord,
     UnfinishedRow,
     UploadRow,
@@ -263,6 +264,39 @@ class UploadTables(Tables):
             removed = self._remove_file(client_id, name)
             self._record(record(removed is not None), now)
         return removed
+
+    @translated
+    def rename_file(
+        self,
+        client_id: bytes,
+        name: str,
+        new_name: str,
+        replace: bool,
+        now: int,
+        record: Callable[[bool], ReplyRecord],
+    ) -> tuple[Rename, bytes | None]:
+        """Give file ``name`` the name ``new_name``, in one transaction with the reply
+        ``record(replaced)``; the outcome, and the transfer id of a file replaced (its
+        blobs are now garbage). A refusal changes nothing and records nothing."""
+        with db.write(self._db):
+            if self.get_file(client_id, name) is None:
+                return Rename.MISSING, None
+            replaced = None
+            if new_name != name and self.get_file(client_id, new_name) is not None:
+                if not replace:
+                    return Rename.TAKEN, None
+                replaced = self._remove_file(client_id, new_name)
+            self._db.execute(
+                "UPDATE files SET name = ? WHERE client_id = ? AND name = ?",
+                (new_name, client_id, name),
+            )
+            self._db.execute(
+                """UPDATE uploads SET name = ? WHERE transfer_id =
+                   (SELECT transfer_id FROM files WHERE client_id = ? AND name = ?)""",
+                (new_name, client_id, new_name),
+            )
+            self._record(record(replaced is not None), now)
+        return Rename.DONE, replaced
 
     @translated
     def list_files(self, client_id: bytes, after: str = "", limit: int = -1) -> list[FileRow]:

@@ -333,6 +333,27 @@ def test_rm_deletes_the_file_and_reclaims_its_space(
     assert stack.client(home, "rm", "-f", "doomed.bin").returncode == 0
 
 
+def test_mv_renames_and_replaces_only_with_force(stack: Stack, home: Path, tmp_path: Path) -> None:
+    for name, text in (("draft.md", "draft\n"), ("published.md", "published\n")):
+        (tmp_path / name).write_text(text)
+        put(stack, home, tmp_path / name)
+    moved = stack.client(home, "mv", "draft.md", "notes/draft.md")
+    assert (moved.returncode, moved.stdout.strip()) == (0, "draft.md -> notes/draft.md  renamed")
+    listed = ls_json(stack, home)
+    assert "draft.md" not in listed and listed["notes/draft.md"]["size"] == len("draft\n")
+    taken = stack.client(home, "mv", "notes/draft.md", "published.md")
+    assert taken.returncode == ExitStatus.REFUSED
+    assert "published.md exists; use --force to replace it" in taken.stderr
+    assert ls_json(stack, home) == listed
+    forced = stack.client(home, "mv", "-f", "notes/draft.md", "published.md")
+    assert forced.returncode == 0 and "replaced" in forced.stdout
+    assert stored_plaintext(stack, home, "published.md") == b"draft\n"
+    missing = stack.client(home, "mv", "notes/draft.md", "x.md")
+    assert missing.returncode == ExitStatus.REFUSED and "no such file" in missing.stderr
+    bad = stack.client(home, "mv", "published.md", "../escape")
+    assert bad.returncode != 0 and "invalid name" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_rm_is_idempotent_by_request_id(stack: Stack, home: Path, tmp_path: Path) -> None:
     for name in ("first.txt", "second.txt"):
         (tmp_path / name).write_text(name)

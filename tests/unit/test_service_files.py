@@ -38,6 +38,8 @@ from common.messages import (
     Message,
     MessageType,
     RegisterRequest,
+    Renamed,
+    RenameFile,
     StreamPosition,
     UploadBegin,
     UploadCommit,
@@ -337,6 +339,8 @@ def test_bad_file_names_are_refused(server: Server, alice: Client, name: str) ->
         DownloadBegin("ok"),
         DeleteFile("ok"),
         ListFiles("ok"),
+        RenameFile("ok", "fine"),
+        RenameFile("fine", "ok"),
     ):
         frames = alice.session_frames(msg)
         body = crypto.open_sealed(alice.session_keys.client_to_server, frames[1], frames[0])  # type: ignore[union-attr]
@@ -735,3 +739,63 @@ def test_a_bad_upload_listing_start_is_refused_and_changes_nothing(
     assert isinstance(reply, ErrorReply) and "after" in reply.message
     assert snapshot(server) == before
     assert len(cast(UploadList, alice.ask(ListUploads())).uploads) == 1  # still serving
+
+
+# --- rename -------------------------------------------------------------------------------------
+
+
+def test_a_renamed_file_keeps_its_contents_under_the_new_name(
+    server: Server, alice: Client
+) -> None:
+    data = os.urandom(2 * CHUNK + 3)
+    alice.upload("draft.txt", data, CHUNK)
+    before = server.store.get_file(alice.client_id, "draft.txt")
+    assert alice.ask(RenameFile("draft.txt", "final/report.txt")) == Renamed(
+        "draft.txt", "final/report.txt", False
+    )
+    after = server.store.get_file(alice.client_id, "final/report.txt")
+    assert before is not None and after is not None
+    assert (after.transfer_id, after.crc, after.size) == (before.transfer_id, before.crc, len(data))
+    assert download(alice, "final/report.txt") == data
+    assert error_code(alice.ask(DownloadBegin("draft.txt"))) == "not-found"
+    assert [info.name for info in cast(FileList, alice.ask(ListFiles())).files] == [
+        "final/report.txt"
+    ]
+
+
+def test_renaming_onto_a_file_needs_replace(server: Server, alice: Client) -> None:
+    alice.upload("new", b"the new one", CHUNK)
+    alice.upload("old", b"the old one", CHUNK)
+    old = server.store.get_file(alice.client_id, "old")
+    assert old is not None
+    before = snapshot(server)
+    refused = alice.ask(RenameFile("new", "old"))
+    assert error_code(refused) == "conflict"
+    assert snapshot(server) == before
+    assert alice.ask(RenameFile("new", "old", replace=True)) == Renamed("new", "old", True)
+    background.settle(REMOVAL, timeout=10)  # the replaced file's contents go after the reply
+    assert not (server.data.blobs_path / old.transfer_id.hex()).exists()
+    assert download(alice, "old") == b"the new one"
+    assert [info.name for info in cast(FileList, alice.ask(ListFiles())).files] == ["old"]
+
+
+def test_renaming_what_is_not_there_or_not_ones_own_changes_nothing(
+    server: Server, alice: Client, bob: Client
+) -> None:
+    alice.upload("mine", b"alice's", CHUNK)
+    before = snapshot(server)
+    assert error_code(alice.ask(RenameFile("missing", "x"))) == "not-found"
+    assert error_code(bob.ask(RenameFile("mine", "bobs"))) == "not-found"
+    assert snapshot(server) == before
+    assert alice.ask(RenameFile("mine", "mine")) == Renamed("mine", "mine", False)
+    assert download(alice, "mine") == b"alice's"
+
+
+def test_a_rename_sent_again_gets_the_same_answer(server: Server, alice: Client) -> None:
+    alice.upload("a", b"A", CHUNK)
+    request_id = os.urandom(16)
+    first = alice.ask(RenameFile("a", "b"), request_id)
+    state = snapshot(server)
+    assert alice.ask(RenameFile("a", "b"), request_id) == first == Renamed("a", "b", False)
+    assert snapshot(server) == state
+    assert download(alice, "b") == b"A"
