@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from client.commands import COMMANDS, Invocation
+from client.commands import COMMANDS, STDIO, Invocation
 from client.identity import NotRegisteredError, ServerKeyMismatchError
 from common.errors import (
     CipherdropError,
@@ -193,10 +193,13 @@ def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
 
 
 def _check_put_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """FILE arguments or --transfer-info, one of the two (argparse exits 2 otherwise)."""
+    """FILE arguments or --transfer-info, one of the two (argparse exits 2 otherwise);
+    ``-`` (standard input) alone and with --name."""
     if args.transfer_info is None:
         if not args.files:
             parser.error("put: give FILE arguments or --transfer-info PATH")
+        if STDIO in args.files and (len(args.files) > 1 or args.name is None or args.recursive):
+            parser.error("put: - (standard input) goes alone, with --name and without -r")
         return
     clashes = [
         flag
@@ -227,6 +230,8 @@ def main(
     keep_freed_buffers()
     if args.command == "put":
         _check_put_usage(parser, args)
+    if args.command == "get" and args.output == STDIO and (len(args.names) > 1 or args.recursive):
+        parser.error("get: -o - (standard output) takes one NAME, without -r")
     ctx = Invocation(args, environ, out, err)
     try:
         settings = _settings(args, environ)

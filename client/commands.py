@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import BinaryIO, TextIO, TypeVar
 
 from client.connection import Account, Connection, TransportOptions, register
 from client.identity import (
@@ -85,6 +87,11 @@ def _explicit_server(settings: Settings) -> str | None:
 def _options(settings: Settings) -> TransportOptions:
     c = settings.client
     return TransportOptions(timeout=c.request_timeout, retries=c.retries, window=c.window)
+
+
+STDIO = Path("-")  # as FILE of put, or PATH of get -o: standard input or output
+_COPY_BLOCK = 1024 * 1024
+Listed = TypeVar("Listed", FileInfo, UploadInfo)
 
 
 class Invocation:
@@ -158,14 +165,34 @@ def _account(ctx: Invocation, settings: Settings, endpoint: str | None = None) -
 
 
 def _put(ctx: Invocation, settings: Settings) -> None:
+    args = ctx.args
+    if args.transfer_info is not None:
+        _upload(ctx, settings, *_from_transfer_info(ctx, settings, args.transfer_info))
+    elif args.files == [STDIO]:
+        name = validate_file_name(args.name)
+        with _spooled(sys.stdin.buffer) as path:
+            _upload(ctx, settings, None, [(path, name)])
+    else:
+        sources = upload_sources(args.files, recursive=args.recursive, name=args.name)
+        _upload(ctx, settings, None, sources)
+
+
+@contextmanager
+def _spooled(stream: BinaryIO) -> Iterator[Path]:
+    """``stream`` copied whole into a private temporary file (mode 0600, removed after):
+    an upload states its exact size before its first chunk."""
+    with tempfile.NamedTemporaryFile(prefix="cipherdrop-stdin-") as spool:
+        shutil.copyfileobj(stream, spool, _COPY_BLOCK)
+        spool.flush()
+        yield Path(spool.name)
+
+
+def _upload(
+    ctx: Invocation, settings: Settings, endpoint: str | None, sources: list[tuple[Path, str]]
+) -> None:
     from client.upload import UploadOptions, open_source, unchanged, upload_file
 
     args = ctx.args
-    endpoint = None
-    if args.transfer_info is not None:
-        endpoint, sources = _from_transfer_info(ctx, settings, args.transfer_info)
-    else:
-        sources = upload_sources(args.files, recursive=args.recursive, name=args.name)
     for path, _ in sources:  # a missing file fails before any network traffic
         open_source(path)[0].close()
     options = UploadOptions(
@@ -218,6 +245,9 @@ def _get(ctx: Invocation, settings: Settings) -> None:
     from client.partial import part_paths
 
     args = ctx.args
+    if args.output == STDIO:
+        _get_to_stdout(ctx, settings)
+        return
     # With -r the names to fetch are known once the listing is in; the trees are checked now.
     trees = tree_names(args.names) if args.recursive else None
     targets = [] if trees is not None else download_targets(args.names, args.output)
@@ -261,6 +291,28 @@ def _get(ctx: Invocation, settings: Settings) -> None:
             print(line, file=ctx.out, flush=True)
 
 
+def _get_to_stdout(ctx: Invocation, settings: Settings) -> None:
+    """``get NAME -o -``: download into a private temporary directory, and only once the
+    file is verified, copy it to standard output. A consumer never sees bytes that failed
+    a check; such a download does not resume."""
+    from client.download import DownloadOptions, download_file
+
+    name = validate_file_name(ctx.args.names[0])
+    options = DownloadOptions(window=2 * settings.client.window)
+    with tempfile.TemporaryDirectory(prefix="cipherdrop-get-") as work:
+        with _account(ctx, settings) as account:
+            progress = make_progress(0, name, quiet=ctx.args.quiet, stream=ctx.err)
+            try:
+                result = download_file(account, name, Path(work) / "file", options, progress)
+            finally:
+                progress.close()
+        ctx.out.flush()
+        with result.path.open("rb") as data:
+            shutil.copyfileobj(data, ctx.out.buffer, _COPY_BLOCK)
+        ctx.out.buffer.flush()
+    ctx.say(f"{name}  {result.size} bytes  cksum {result.crc}  verified, on standard output")
+
+
 def _below(trees: Sequence[str], stored: Sequence[str], *, missing_ok: bool) -> list[str]:
     """``-r``: the names in ``stored`` of each tree (the name itself and those below
     ``tree/``), each once; a tree with none is ``not-found`` unless ``missing_ok``."""
@@ -294,9 +346,6 @@ def _ls(ctx: Invocation, settings: Settings) -> None:
             files = _only(list_files(account), trees)
             text = to_json(files) if ctx.args.json else format_table(files)
     print(text, file=ctx.out)
-
-
-Listed = TypeVar("Listed", FileInfo, UploadInfo)
 
 
 def _only(entries: Sequence[Listed], trees: Sequence[str]) -> tuple[Listed, ...]:

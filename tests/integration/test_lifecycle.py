@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -301,6 +302,48 @@ def test_get_skip_unchanged_fetches_only_files_that_differ(
     assert lines["b.bin"].endswith("verified") and lines["c.bin"].endswith("verified")
     for name in ("a.bin", "b.bin", "c.bin"):
         assert (out / "kept" / name).read_bytes() == (kept / name).read_bytes()
+
+
+def client_bytes(
+    stack: Stack, home: Path, *args: str, stdin: bytes = b""
+) -> subprocess.CompletedProcess[bytes]:
+    """The client with binary standard input and output."""
+    return subprocess.run(
+        [sys.executable, "-m", "client", *args],
+        cwd=ROOT,
+        env=stack.client_env(home),
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_put_from_standard_input_and_get_to_standard_output(
+    stack: Stack, home: Path, tmp_path: Path
+) -> None:
+    data = os.urandom(3 * CHUNK + 11) + b"tail"
+    stored = client_bytes(stack, home, "put", "-", "--name", "piped.bin", stdin=data)
+    assert stored.returncode == 0, stored.stderr
+    assert stored.stdout.decode().startswith(f"piped.bin  {len(data)} bytes  cksum ")
+    assert stored_plaintext(stack, home, "piped.bin") == data
+    assert not list(Path(tempfile.gettempdir()).glob("cipherdrop-stdin-*"))  # spool removed
+
+    fetched = client_bytes(stack, home, "get", "piped.bin", "-o", "-")
+    assert fetched.returncode == 0, fetched.stderr
+    assert fetched.stdout == data  # exactly the file, nothing else on standard output
+    assert b"verified, on standard output" in fetched.stderr
+
+    missing = client_bytes(stack, home, "get", "no-such.bin", "-o", "-")
+    assert missing.returncode == ExitStatus.REFUSED and missing.stdout == b""
+    for usage in (
+        ["put", "-"],  # no --name
+        ["put", "-", "other.txt", "--name", "x"],
+        ["get", "a", "b", "-o", "-"],
+        ["get", "-r", "a", "-o", "-"],
+    ):
+        refused = client_bytes(stack, home, *usage)
+        assert refused.returncode == 2 and b"standard" in refused.stderr, usage
 
 
 def test_put_of_a_directory_without_r_is_refused(stack: Stack, home: Path, tmp_path: Path) -> None:
