@@ -19,8 +19,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from client.commands import COMMANDS, STDIO, Invocation
+from client.commands import COMMANDS, STDIO
 from client.identity import NotRegisteredError, ServerKeyMismatchError
+from client.invocation import Invocation
 from common.errors import (
     CipherdropError,
     ConfigError,

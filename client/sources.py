@@ -18,10 +18,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from common.errors import FileAccessError
+from common.errors import FileAccessError, RefusedError
+from common.messages import ErrorCode
 from common.names import validate_file_name
 
-__all__ = ["download_targets", "stored_below", "tree_names", "upload_sources"]
+__all__ = ["download_targets", "names_below", "stored_below", "tree_names", "upload_sources"]
 
 
 def upload_sources(
@@ -85,3 +86,15 @@ def tree_names(names: Sequence[str]) -> list[str]:
 def stored_below(tree: str, stored: Sequence[str]) -> list[str]:
     """The stored names of ``tree``: the file of that name and those below ``tree/``."""
     return sorted(name for name in stored if name == tree or name.startswith(tree + "/"))
+
+
+def names_below(trees: Sequence[str], stored: Sequence[str], *, missing_ok: bool) -> list[str]:
+    """``-r``: the names in ``stored`` of each tree (the name itself and those below
+    ``tree/``), each once; a tree with none is ``not-found`` unless ``missing_ok``."""
+    chosen: dict[str, None] = {}
+    for tree in trees:
+        found = stored_below(tree, stored)
+        if not found and not missing_ok:
+            raise RefusedError(str(ErrorCode.NOT_FOUND), f"nothing stored as {tree} or in it")
+        chosen.update(dict.fromkeys(found))
+    return list(chosen)
