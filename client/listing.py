@@ -148,6 +148,10 @@ def _time(ms: int, sep: str = " ") -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(sep, "seconds").replace("+00:00", "")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _table(header: tuple[str, ...], body: Sequence[tuple[str, ...]], right: set[int]) -> str:
     """Columns aligned, those in ``right`` (numbers) to the right."""
     rows = [header, *body]
@@ -176,7 +180,8 @@ def format_table(files: Sequence[FileInfo]) -> str:
         )
         for info in files
     ]
-    return _table(_HEADER, rows, {1, 4})
+    total = format_size(sum(info.size for info in files))
+    return _table(_HEADER, rows, {1, 4}) + f"\n{_count(len(files), 'file')}, {total} in all"
 
 
 def format_unfinished(uploads: Sequence[UploadInfo]) -> str:
@@ -193,7 +198,10 @@ def format_unfinished(uploads: Sequence[UploadInfo]) -> str:
         )
         for info in sorted(uploads, key=lambda info: (info.name, info.began_at))
     ]
-    return _table(_UNFINISHED_HEADER, rows, {1, 2})
+    held = format_size(sum(info.held for info in uploads))
+    size = format_size(sum(info.size for info in uploads))
+    count = _count(len(uploads), "unfinished upload")
+    return _table(_UNFINISHED_HEADER, rows, {1, 2}) + f"\n{count}, {held} of {size} stored"
 
 
 def to_json(files: Sequence[FileInfo]) -> str:

@@ -393,11 +393,13 @@ def test_sizes_read_like_ls_h() -> None:
     ]
 
 
-def test_table_has_one_line_per_file() -> None:
+def test_table_has_one_line_per_file_and_the_total() -> None:
     lines = format_table(FILES).splitlines()
-    assert lines[0].split()[0] == "NAME" and len(lines) == 3
+    assert lines[0].split()[0] == "NAME" and len(lines) == 4
     assert "2023-11-14 22:13:20" in lines[1] and "3015617425" in lines[1]
     assert "5.0 GiB" in lines[2] and "abababab" in lines[2]
+    assert lines[3] == f"2 files, {format_size(FILES[0].size + FILES[1].size)} in all"
+    assert format_table(FILES[:1]).splitlines()[-1] == "1 file, 6 B in all"
     assert format_table(()) == "no files"
 
 
@@ -453,6 +455,7 @@ def test_unfinished_uploads_read_as_a_table_sorted_by_name() -> None:
     alpha = ["alpha.bin", "0", "B", "3.0", "MiB", "2023-11-14", "22:14:20", "01010101"]
     assert lines[1].split() == alpha
     assert "1.0 GiB" in lines[2] and "5.0 GiB" in lines[2] and "09090909" in lines[2]
+    assert lines[3] == "2 unfinished uploads, 1.0 GiB of 5.0 GiB stored"
     assert format_unfinished(()) == "no unfinished uploads"
 
 
