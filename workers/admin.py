@@ -84,6 +84,14 @@ def _positive(text: str) -> float:
     return value
 
 
+def _quota(text: str) -> int | str:
+    if text == "default":
+        return text
+    if not (text.isascii() and text.isdigit()) or int(text) > 1 << 62:
+        raise argparse.ArgumentTypeError("must be a number of bytes (0 to 2^62) or 'default'")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cipherdrop-admin", description="Administer a cipherdrop server's data directory."
@@ -99,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     files = sub.add_parser("files", help="list stored files (of one client)")
     files.add_argument("client", nargs="?", help="client name or id (hex)")
     files.add_argument("--json", action="store_true", help="one JSON object per line")
+    limit = sub.add_parser("quota", help="show or set a client's quota")
+    limit.add_argument("client", help="client name or id (hex)")
+    limit.add_argument(
+        "value",
+        nargs="?",
+        type=_quota,
+        help="bytes (0: no limit), or 'default' for the server's store.quota",
+    )
     revoke = sub.add_parser("revoke", help="revoke a client and end its sessions")
     revoke.add_argument("client", help="client name or id (hex)")
     sub.add_parser("rotate-master-key", help="new master key; re-wrap stored keys (server off)")

@@ -122,15 +122,18 @@ def clients(inv: Invocation) -> int:
                 "legacy": c.legacy,
                 "files": c.files,
                 "used": c.used,
+                "quota": c.quota,
             }
             inv.say(json.dumps(record))
         return 0
     inv.say(
-        f"{'NAME':20} {'ID':32} {'CREATED':20} {'LAST SEEN':20} FILES {'USED':>14} REVOKED LEGACY"
+        f"{'NAME':20} {'ID':32} {'CREATED':20} {'LAST SEEN':20} FILES {'USED':>14}"
+        f" {'QUOTA':>14} REVOKED LEGACY"
     )
     for c in rows:
         revoked, legacy = ("yes" if flag else "no" for flag in (c.revoked, c.legacy))
-        flags = f"{c.files:5} {c.used:14} {revoked:7} {legacy}"
+        quota = "-" if c.quota is None else str(c.quota)
+        flags = f"{c.files:5} {c.used:14} {quota:>14} {revoked:7} {legacy}"
         seen = _when(c.last_seen)
         inv.say(f"{c.name:20} {c.id.hex()} {_when(c.created_at):20} {seen:20} {flags}")
     return 0
@@ -156,6 +159,23 @@ def files(inv: Invocation) -> int:
             inv.say(json.dumps(record))
         else:
             inv.say(f"{f.client_name:20} {f.size:>14} {f.crc:>10} {_when(f.uploaded_at)}  {f.name}")
+    return 0
+
+
+def quota(inv: Invocation) -> int:
+    """Show a client's quota, or give it its own (bytes; 0: none) or the server's again."""
+    _, store = _open(inv)
+    with closing(store):
+        client = _client(store, inv.args.client)
+        if inv.args.value is not None:
+            store.set_quota(client.id, None if inv.args.value == "default" else inv.args.value)
+            client = _client(store, client.id.hex())
+    if client.quota is None:
+        limit = inv.settings.store.quota
+        which = f"the server's store.quota: {limit} bytes" if limit else "none: store.quota is 0"
+    else:
+        which = f"its own: {client.quota} bytes" if client.quota else "its own: none (0)"
+    inv.say(f"{client.name}: quota {which}; {client.used} bytes in use")
     return 0
 
 
@@ -245,6 +265,7 @@ COMMANDS: dict[str, Callable[[Invocation], int]] = {
     "fingerprint": fingerprint,
     "clients": clients,
     "files": files,
+    "quota": quota,
     "revoke": revoke,
     "rotate-master-key": rotate_master_key,
     "backup": backup,

@@ -44,6 +44,7 @@ class ClientInfo:
     legacy: bool
     files: int
     used: int  # bytes the quota counts: its files' and unfinished uploads' sizes
+    quota: int | None  # its own quota (bytes), or None: the server's store.quota
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,7 @@ class StoredFile:
 
 _CLIENTS = """SELECT c.id, c.name, c.created_at, c.last_seen, c.revoked, c.legacy,
     (SELECT count(*) FROM files f WHERE f.client_id = c.id),
-    (SELECT coalesce(sum(u.size), 0) FROM uploads u WHERE u.client_id = c.id)
+    (SELECT coalesce(sum(u.size), 0) FROM uploads u WHERE u.client_id = c.id), c.quota
     FROM clients c"""
 _FILES = """SELECT f.client_id, c.name, f.name, f.size, f.crc, f.uploaded_at, f.verified,
     f.data_key, f.transfer_id, u.chunk_size, u.chunk_count FROM files f
@@ -73,8 +74,10 @@ _FILES = """SELECT f.client_id, c.name, f.name, f.size, f.crc, f.uploaded_at, f.
 
 
 def _client(row: tuple[Any, ...]) -> ClientInfo:
-    cid, name, created, seen, revoked, legacy, files, used = row
-    return ClientInfo(bytes(cid), name, created, seen, bool(revoked), bool(legacy), files, used)
+    cid, name, created, seen, revoked, legacy, files, used, quota = row
+    return ClientInfo(
+        bytes(cid), name, created, seen, bool(revoked), bool(legacy), files, used, quota
+    )
 
 
 class AdminStore(Store):
@@ -113,6 +116,12 @@ class AdminStore(Store):
         return [
             StoredFile(bytes(r[0]), r[1], r[2], r[3], r[4], r[5], bool(r[6]), *r[7:]) for r in rows
         ]
+
+    @translated
+    def set_quota(self, client_id: bytes, quota: int | None) -> None:
+        """Give a client its own quota in bytes (0: none), or None: the server's again."""
+        with db.write(self._db):
+            self._db.execute("UPDATE clients SET quota = ? WHERE id = ?", (quota, client_id))
 
     @translated
     def revoke(self, client_id: bytes) -> int:

@@ -42,9 +42,10 @@ class Rename(enum.Enum):
 class OverQuota(Exception):
     """A new upload would take its client past the quota; nothing was changed."""
 
-    def __init__(self, used: int) -> None:
-        super().__init__(f"{used} bytes in use")
+    def __init__(self, used: int, quota: int) -> None:
+        super().__init__(f"{used} bytes in use of {quota}")
         self.used = used  # by the client's files and unfinished uploads
+        self.quota = quota  # the client's own, or the server's
 
 
 class Grant(enum.Enum):

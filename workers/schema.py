@@ -104,5 +104,10 @@ _V3 = (
     "ALTER TABLE uploads ADD COLUMN source BLOB NOT NULL DEFAULT x''",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+_V4 = (
+    # A quota of this client's own (bytes), set by the operator; NULL: store.quota applies.
+    "ALTER TABLE clients ADD COLUMN quota INTEGER CHECK (quota IS NULL OR quota >= 0)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 LATEST_VERSION = len(MIGRATIONS)

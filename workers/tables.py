@@ -84,14 +84,20 @@ class UploadTables(Tables):
         source: bytes = b"",
         quota: int = 0,
     ) -> None:
-        """Record a new upload; with a ``quota``, raise :class:`OverQuota` instead if it
-        would take the client's files and unfinished uploads past that many bytes.
+        """Record a new upload; raise :class:`OverQuota` instead if it would take the
+        client's files and unfinished uploads past its quota: the client's own if the
+        operator set one, else ``quota`` (0: none).
 
         The sum and the insert are one write transaction, so uploads begun at once in
         several workers cannot pass the quota together. The file this upload would
         replace is not counted: it goes when the new one is confirmed.
         """
         with db.write(self._db):
+            own = self._db.execute(
+                "SELECT quota FROM clients WHERE id = ?", (upload.client_id,)
+            ).fetchone()
+            if own is not None and own[0] is not None:
+                quota = own[0]
             if quota:
                 used = self._db.execute(
                     """SELECT coalesce(sum(size), 0) FROM uploads
@@ -99,7 +105,7 @@ class UploadTables(Tables):
                     (upload.client_id, upload.name),
                 ).fetchone()[0]
                 if used + upload.size > quota:
-                    raise OverQuota(used)
+                    raise OverQuota(used, quota)
             self._db.execute(
                 """INSERT INTO uploads (transfer_id, client_id, name, size, chunk_size,
                    chunk_count, data_key, state, crc, created_at, source)

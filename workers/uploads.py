@@ -83,8 +83,9 @@ class Uploads:
     when they began, so a write can still find the disk full; that chunk is refused
     ``no-space`` too (common.errors.NoSpaceError) and the upload can resume later.
 
-    With a ``quota`` (bytes; 0 is none), a new upload is refused ``over-quota`` when the
-    sizes of the client's files and unfinished uploads, with its own, would pass it
+    With a quota (the client's own, set by the operator, else ``quota``; bytes, 0 is none),
+    a new upload is refused ``over-quota`` when the sizes of the client's files and
+    unfinished uploads, with its own, would pass it
     (:meth:`workers.tables.UploadTables.create_upload`). A resume is never refused: its
     size was counted when it began.
     """
@@ -161,7 +162,7 @@ class Uploads:
         except OverQuota as exc:
             raise RefusedError(
                 ErrorCode.OVER_QUOTA,
-                f"{msg.size} more bytes would pass this client's quota of {self.quota} bytes"
+                f"{msg.size} more bytes would pass this client's quota of {exc.quota} bytes"
                 f" ({exc.used} in use, unfinished uploads included)",
             ) from exc
         return reply

@@ -137,10 +137,11 @@ def test_clients_files_check_revoke_and_online_backup(populated: Populated) -> N
     sizes = {label: path.stat().st_size for label, path in populated.sources.items()}
     assert clients["alice"]["used"] == sizes["alice/report.txt"] + sizes["alice/random.bin"]
     assert clients["bob"]["used"] == sizes["bob/notes.md"]
+    assert clients["alice"]["quota"] is None  # the server's store.quota applies
     table = run_admin(data, "clients").stdout.splitlines()
-    assert table[0].split()[-4:] == ["FILES", "USED", "REVOKED", "LEGACY"]
+    assert table[0].split()[-5:] == ["FILES", "USED", "QUOTA", "REVOKED", "LEGACY"]
     (bob_row,) = [line for line in table if line.startswith("bob ")]
-    assert bob_row.split()[-4:] == ["1", str(sizes["bob/notes.md"]), "no", "no"]
+    assert bob_row.split()[-5:] == ["1", str(sizes["bob/notes.md"]), "-", "no", "no"]
 
     listed = json_lines(run_admin(data, "files", "alice", "--json").stdout)
     assert {f["name"] for f in listed} == {"report.txt", "random.bin"}
@@ -180,6 +181,30 @@ def test_clients_files_check_revoke_and_online_backup(populated: Populated) -> N
     missing = run_admin(data, "revoke", "mallory")
     assert missing.returncode == admin.ExitStatus.NOT_FOUND
     assert missing.stderr.count("\n") == 1 and "mallory" in missing.stderr
+
+
+def test_quota_gives_a_client_its_own_limit(populated: Populated) -> None:
+    data = populated.data
+    used = sum(p.stat().st_size for label, p in populated.sources.items() if "alice/" in label)
+    shown = run_admin(data, "quota", "alice")
+    assert shown.stdout.strip() == f"alice: quota none: store.quota is 0; {used} bytes in use"
+    limited = run_admin(data, "quota", "alice", str(used + 10))
+    assert limited.returncode == 0, limited.stderr
+    assert f"its own: {used + 10} bytes" in limited.stdout
+    extra = populated.base / "src" / "alice" / "eleven.txt"
+    extra.write_text("eleven byte")
+    refused = populated.put("alice", extra)
+    assert refused.returncode == 6 and "storage quota" in refused.stderr  # REFUSED
+    clients = {c["name"]: c for c in json_lines(run_admin(data, "clients", "--json").stdout)}
+    assert (clients["alice"]["quota"], clients["bob"]["quota"]) == (used + 10, None)
+    assert run_admin(data, "quota", "alice", "default").returncode == 0
+    assert populated.put("alice", extra).returncode == 0
+    for bad in ("-1", "ten", "1e3", "\u00b2", str((1 << 62) + 1)):
+        wrong = run_admin(data, "quota", "alice", bad)
+        assert wrong.returncode == 2 and "must be a number of bytes" in wrong.stderr, bad
+    unknown = run_admin(data, "quota", "nobody", "5")
+    assert unknown.returncode != 0 and "nobody" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
 
 
 def test_rotate_master_key_keeps_every_file_readable(populated: Populated) -> None:

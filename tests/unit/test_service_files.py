@@ -662,6 +662,28 @@ def test_a_resume_is_not_refused_by_a_lower_quota(server: Server, alice: Client)
     assert again.transfer_id == ready.transfer_id
 
 
+def own_quota(server: Server, client: Client, quota: int | None) -> None:
+    """What ``cipherdrop-admin quota`` sets: the client's own quota, or None."""
+    server.store._db.execute("UPDATE clients SET quota = ? WHERE id = ?", (quota, client.client_id))
+
+
+def test_a_clients_own_quota_overrides_the_servers(
+    server: Server, alice: Client, bob: Client
+) -> None:
+    with_quota(server, 100)
+    own_quota(server, alice, 10)
+    before = snapshot(server)
+    refused = alice.ask(UploadBegin("eleven", 11, CHUNK, 1))
+    assert error_code(refused) == "over-quota"
+    assert isinstance(refused, ErrorReply) and "quota of 10 bytes" in refused.message
+    assert snapshot(server) == before
+    bob.upload("bobs", bytes(100), CHUNK)  # bob still has the server's 100
+    own_quota(server, alice, 0)  # 0: no limit for alice, whatever the server's
+    alice.upload("big", bytes(1000), CHUNK)
+    own_quota(server, alice, None)  # the server's again: 1000 in use of 100
+    assert error_code(alice.ask(UploadBegin("more", 1, CHUNK, 1))) == "over-quota"
+
+
 def test_a_quota_of_zero_is_no_limit(server: Server, alice: Client) -> None:
     with_quota(server, 0)
     alice.upload("any", os.urandom(3 * CHUNK), CHUNK)

@@ -170,7 +170,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> 
     conn.close()
     migrated = Store.open(path)
     try:
-        assert pragma(migrated, "user_version") == LATEST_VERSION == 3
+        assert pragma(migrated, "user_version") == LATEST_VERSION == 4
         assert migrated.find_reply(b"a" * 16, b"1" * 16) == (b"d", b"r")
         # An upload begun before versions were kept resumes for a begin without one.
         resumed = migrated.find_open_upload(b"c" * 16, "f", 1, 1, b"")
@@ -178,6 +178,9 @@ def test_a_version_1_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> 
         assert migrated.find_open_upload(b"c" * 16, "f", 1, 1, b"v" * 16) is None
         indexes = [row[1] for row in migrated._db.execute("PRAGMA index_list(replies)")]
         assert "replies_by_age" in indexes
+        # A client of an earlier version has no quota of its own: the server's applies.
+        own = migrated._db.execute("SELECT quota FROM clients WHERE id = ?", (b"c" * 16,))
+        assert own.fetchone() == (None,)
     finally:
         migrated.close()
 
