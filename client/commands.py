@@ -80,6 +80,8 @@ def _put(ctx: Invocation, settings: Settings) -> None:
         _upload(ctx, settings, *_from_transfer_info(ctx, settings, args.transfer_info))
     elif args.files == [STDIO]:
         name = validate_file_name(args.name)
+        if sys.stdin.isatty():  # nothing piped in: waiting for a typed end of file helps no one
+            raise FileAccessError("put -: standard input is a terminal; pipe the data in")
         with _spooled(sys.stdin.buffer) as path:
             _upload(ctx, settings, None, [(path, name)])
     else:

@@ -395,3 +395,21 @@ def test_the_real_command_prints_its_whole_result_before_exiting(registered: Pat
     )
     assert (result.returncode, result.stderr) == (0, "")
     assert "alice" in result.stdout and result.stdout.endswith("\n")
+
+
+class _TerminalIn:
+    """Standard input as a terminal: nothing was piped in."""
+
+    buffer = io.BytesIO()
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_put_from_standard_input_that_is_a_terminal_is_refused(
+    registered: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", _TerminalIn())
+    code, out, err = run(["put", "-", "--name", "typed.txt"], registered)
+    assert code == ExitStatus.FILE_ERROR and out == ""
+    assert "standard input is a terminal" in err
