@@ -117,6 +117,15 @@ def _global_options(parser: argparse.ArgumentParser, default: object) -> None:
     )
 
 
+def _invite_code(text: str) -> bytes:
+    """An invite as ``cipherdrop-admin invite`` prints it: 32 hex digits (spaces and dashes
+    are ignored)."""
+    digits = "".join(text.split()).replace("-", "")
+    if len(digits) != 32 or not all(c in "0123456789abcdefABCDEF" for c in digits):
+        raise argparse.ArgumentTypeError("an invite code is 32 hex digits")
+    return bytes.fromhex(digits)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cipherdrop``."""
     parser = argparse.ArgumentParser(
@@ -128,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("name", help="the client name to register")
     reg.add_argument("--server-fingerprint", help="expected server fingerprint (SHA256:...)")
     reg.add_argument("--passphrase", action="store_true", help="protect the private key")
+    reg.add_argument(
+        "--invite", type=_invite_code, metavar="CODE", help="the operator's invite code"
+    )
     put = commands.add_parser("put", help="upload files")
     put.add_argument("files", type=Path, nargs="*", metavar="FILE", help="files to upload")
     put.add_argument(

@@ -68,6 +68,7 @@ def _new_identity(ctx: Invocation, settings: Settings, name: str, endpoint: str)
             server_fingerprint=settings.client.server_fingerprint or None,
             rsa_bits=settings.crypto.rsa_bits,
             passphrase=ctx.passphrase,
+            invite=getattr(ctx.args, "invite", None) or b"",
             on_event=ctx.say,
         )
     finally:

@@ -178,9 +178,11 @@ def register(
     server_fingerprint: str | None,
     rsa_bits: int,
     passphrase: str | None,
+    invite: bytes = b"",
     on_event: Callable[[str], None] = lambda _: None,
 ) -> Identity:
-    """Pin the server, make a key pair, register ``name``, store the identity, key-exchange.
+    """Pin the server, make a key pair, register ``name`` (with the operator's ``invite``
+    code where one is needed), store the identity, key-exchange.
 
     ``on_event`` receives short progress sentences for the user (key generation, TOFU).
     """
@@ -189,7 +191,7 @@ def register(
         on_event(f"trusting server {conn.endpoint} on first use: {pinned.fingerprint}")
     on_event(f"generating a {rsa_bits}-bit RSA key...")
     private_key = keys.generate_private_key(rsa_bits)
-    req = core.register_request(server_key, name, private_key)
+    req = core.register_request(server_key, name, private_key, invite)
     client_id = core.open_registered(req, conn.send(REGISTER_SERVICE, req))
     identity = Identity(name, client_id, conn.endpoint, pinned.fingerprint, home)
     # Stored before the key exchange: the name is ours now, and `put` can finish the job.

@@ -94,6 +94,8 @@ SENTENCES: dict[ErrorCode, str] = {
     ErrorCode.BAD_REQUEST: "the server could not understand the request",
     ErrorCode.UNSUPPORTED_VERSION: "the server speaks another protocol version",
     ErrorCode.NAME_TAKEN: "that name is already registered; choose another one",
+    ErrorCode.NOT_INVITED: "this server registers only clients with an invite from its operator"
+    " (cipherdrop register NAME --invite CODE)",
     ErrorCode.INVALID_NAME: "the server refused the name",
     ErrorCode.UNKNOWN_CLIENT: "the server does not know this client (register again?)",
     ErrorCode.BAD_PROOF: "the server refused this client's proof of identity",
@@ -181,9 +183,13 @@ def sealed_to_server(server_key: RsaKey, msg: Message) -> Outgoing:
     return Outgoing((env_bytes, payload), env.request_id, reply_type(env.type), one_time_key)
 
 
-def register_request(server_key: RsaKey, name: str, private_key: RsaKey) -> Outgoing:
-    """RegisterRequest (the name and ``private_key``'s public half) sealed to the server key."""
-    return sealed_to_server(server_key, RegisterRequest(name, keys.public_key_der(private_key)))
+def register_request(
+    server_key: RsaKey, name: str, private_key: RsaKey, invite: bytes = b""
+) -> Outgoing:
+    """RegisterRequest (the name, ``private_key``'s public half and the operator's invite
+    code, if any) sealed to the server key: the code is never readable on the wire."""
+    request = RegisterRequest(name, keys.public_key_der(private_key), invite)
+    return sealed_to_server(server_key, request)
 
 
 def key_request(

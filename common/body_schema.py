@@ -19,6 +19,7 @@ from common.errors import LocalProtocolError, RemoteProtocolError
 from common.fields import (
     MAX_CHUNK_SIZE,
     MAX_ERROR_MESSAGE_LEN,
+    MAX_INVITE_LEN,
     MAX_LIST_LEN,
     MAX_PUBLIC_KEY_LEN,
     MAX_SIGNATURE_LEN,
@@ -159,7 +160,11 @@ def _after_name(value: object, field: str) -> str:
 
 
 SCHEMAS: dict[type, tuple[Field, ...]] = {
-    RegisterRequest: (_field("name", validate_client_name), _PUBLIC_KEY),
+    RegisterRequest: (
+        _field("name", validate_client_name),
+        _PUBLIC_KEY,
+        _field("invite", partial(check_bytes, minimum=0, maximum=MAX_INVITE_LEN)),
+    ),
     Registered: (_field("client_id", check_id),),
     ServerKeyRequest: (),
     ServerKey: (_PUBLIC_KEY,),

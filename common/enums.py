@@ -86,6 +86,7 @@ class ErrorCode(enum.StrEnum):
     BAD_REQUEST = "bad-request"
     UNSUPPORTED_VERSION = "unsupported-version"
     NAME_TAKEN = "name-taken"
+    NOT_INVITED = "not-invited"
     INVALID_NAME = "invalid-name"
     UNKNOWN_CLIENT = "unknown-client"
     BAD_PROOF = "bad-proof"

@@ -19,6 +19,7 @@ __all__ = [
     "ID_LEN",
     "MAX_CHUNK_SIZE",
     "MAX_ERROR_MESSAGE_LEN",
+    "MAX_INVITE_LEN",
     "MAX_LIST_LEN",
     "MAX_PUBLIC_KEY_LEN",
     "MAX_SIGNATURE_LEN",
@@ -50,6 +51,7 @@ MAX_SIGNATURE_LEN = 1024  # RSA-8192
 MAX_WRAPPED_KEY_LEN = 1024  # RSA-OAEP output is the modulus size
 MAX_ERROR_MESSAGE_LEN = 1024
 MAX_SOURCE_LEN = 32  # UploadBegin.source: a file version token
+MAX_INVITE_LEN = 32  # RegisterRequest.invite: an operator's one-time code
 
 E = TypeVar("E", bound=enum.Enum)
 Checker = Callable[[object, str], object]

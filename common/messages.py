@@ -100,10 +100,12 @@ class Envelope:
 
 @dataclass(frozen=True, slots=True)
 class RegisterRequest:
-    """A new client: its name and the public key that alone may later prove it."""
+    """A new client: its name and the public key that alone may later prove it; the
+    operator's invite code where the server registers only invited clients (else b"")."""
 
     name: str
     public_key: bytes
+    invite: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from config import checks
 from config.checks import Check, Invalid
 
 Compression = Literal["none", "zlib"]
+Registration = Literal["open", "invite"]
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -125,6 +126,10 @@ class StoreSettings(_Section):
     min_free_space: int = field(default=256 * MIB, metadata=_checked(checks.integer(0, 1 << 62)))
     # Most bytes (file sizes) one client may keep, unfinished uploads included; 0: no limit.
     quota: int = field(default=0, metadata=_checked(checks.integer(0, 1 << 62)))
+    # Who may register: anyone who reaches the broker, or only with an operator's invite.
+    registration: Registration = field(
+        default="open", metadata=_checked(checks.choice("open", "invite"))
+    )
 
 
 @dataclass(frozen=True, slots=True)

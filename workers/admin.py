@@ -84,6 +84,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _valid_for(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a number of seconds") from None
+    if not 0 < value <= 365 * 86400:
+        raise argparse.ArgumentTypeError("must be between 0 and 365 days, in seconds")
+    return value
+
+
 def _quota(text: str) -> int | str:
     if text == "default":
         return text
@@ -107,6 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     files = sub.add_parser("files", help="list stored files (of one client)")
     files.add_argument("client", nargs="?", help="client name or id (hex)")
     files.add_argument("--json", action="store_true", help="one JSON object per line")
+    invite = sub.add_parser("invite", help="make a one-time registration code")
+    invite.add_argument(
+        "--valid",
+        type=_valid_for,
+        default=7 * 86400.0,
+        metavar="SECONDS",
+        help="how long it may be used (default 7 days)",
+    )
     limit = sub.add_parser("quota", help="show or set a client's quota")
     limit.add_argument("client", help="client name or id (hex)")
     limit.add_argument(
@@ -145,7 +163,7 @@ def main(
     try:
         flags = {"store.data_dir": args.data, "worker.broker": getattr(args, "broker", None)}
         settings = load_settings(args.config, environ, flags)
-        return COMMANDS[args.command](Invocation(args, settings, environ, out))
+        return COMMANDS[args.command](Invocation(args, settings, environ, out, err))
     except (Exception, KeyboardInterrupt) as exc:
         if args.debug:
             traceback.print_exc(file=err)

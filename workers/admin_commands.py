@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
+import sys
 import time
 from collections.abc import Callable, Mapping
 from contextlib import closing
@@ -27,8 +29,18 @@ from workers.app import SERVICES, open_server
 from workers.blobs import Blobs
 from workers.datadir import DB_NAME, SERVER_KEY_NAME, DataDir
 from workers.mmi_probe import ask_service
+from workers.register import invite_digest
 
-__all__ = ["COMMANDS", "CorruptionError", "Invocation", "NotFoundError", "UnhealthyError"]
+__all__ = [
+    "COMMANDS",
+    "INVITE_LEN",
+    "CorruptionError",
+    "Invocation",
+    "NotFoundError",
+    "UnhealthyError",
+]
+
+INVITE_LEN = 16  # random bytes of an invite code, shown as 32 hex digits
 
 
 class NotFoundError(CipherdropError):
@@ -49,9 +61,13 @@ class Invocation:
     settings: Settings
     env: Mapping[str, str]
     out: TextIO
+    err: TextIO | None = None  # notes beside the result; standard error when not given
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
+
+    def note(self, text: str) -> None:
+        print(text, file=self.err or sys.stderr, flush=True)
 
 
 def _when(ms: int | None) -> str:
@@ -162,6 +178,21 @@ def files(inv: Invocation) -> int:
     return 0
 
 
+def invite(inv: Invocation) -> int:
+    """A one-time registration code, valid for ``--valid`` seconds; only its digest is kept."""
+    _, store = _open(inv)
+    code = secrets.token_bytes(INVITE_LEN)
+    now = int(time.time() * 1000)
+    expires_at = now + int(inv.args.valid * 1000)
+    with closing(store):
+        store.create_invite(invite_digest(code), now, expires_at)
+    inv.say(code.hex())
+    if inv.settings.store.registration != "invite":
+        inv.note("note: store.registration is 'open' here; invites matter once it is 'invite'")
+    inv.note(f"valid until {_when(expires_at)}, for one registration")
+    return 0
+
+
 def quota(inv: Invocation) -> int:
     """Show a client's quota, or give it its own (bytes; 0: none) or the server's again."""
     _, store = _open(inv)
@@ -265,6 +296,7 @@ COMMANDS: dict[str, Callable[[Invocation], int]] = {
     "fingerprint": fingerprint,
     "clients": clients,
     "files": files,
+    "invite": invite,
     "quota": quota,
     "revoke": revoke,
     "rotate-master-key": rotate_master_key,

@@ -118,6 +118,14 @@ class AdminStore(Store):
         ]
 
     @translated
+    def create_invite(self, digest: bytes, now: int, expires_at: int) -> None:
+        """Keep an invite (the SHA-256 digest of its code) until ``expires_at``; expired
+        ones are forgotten on the way."""
+        with db.write(self._db):
+            self._db.execute("DELETE FROM invites WHERE expires_at <= ?", (now,))
+            self._db.execute("INSERT INTO invites VALUES (?, ?, ?)", (digest, now, expires_at))
+
+    @translated
     def set_quota(self, client_id: bytes, quota: int | None) -> None:
         """Give a client its own quota in bytes (0: none), or None: the server's again."""
         with db.write(self._db):

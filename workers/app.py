@@ -53,7 +53,8 @@ def open_server(settings: Settings, env: Mapping[str, str] = os.environ) -> Serv
 def build_service(name: str, server: Server, settings: Settings) -> Dispatcher:
     """The dispatcher of ``name`` (a key of :data:`SERVICES`)."""
     if name == "register":
-        return register.register_service(server.store, server.data)
+        invites_only = settings.store.registration == "invite"
+        return register.register_service(server.store, server.data, invites_only=invites_only)
     if name == "key":
         return keyx.key_service(server.store, server.data, settings.crypto.session_ttl)
     if name == "file":

@@ -9,7 +9,10 @@
   client gets 16 random bytes as its id and keeps that key for good: from its first key
   exchange on, only a request signed by that key gets a session (see :mod:`workers.keyx`).
   The key is bound here, not at the first exchange, so nobody who learns a new id can
-  claim it with a key of their own before its owner connects.
+  claim it with a key of their own before its owner connects. Where the operator allows
+  only invited clients (``store.registration = "invite"``), the request must carry an
+  invite code the operator made (``cipherdrop-admin invite``), used up by the
+  registration in the same transaction; otherwise it is refused ``not-invited``.
 * ``LegacyRegisterRequest`` arrives sealed to the server key from a gateway the operator
   trusts (:func:`workers.keyx.verify_gateway`) and registers a client of the legacy
   protocol, flagged legacy: only the legacy exchange serves it (docs/legacy.md).
@@ -17,6 +20,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 
 from common import keys
@@ -36,14 +40,19 @@ from common.messages import (
 from workers.datadir import DataDir
 from workers.keyx import verify_gateway
 from workers.service import Context, Dispatcher, Route
-from workers.store import Store
+from workers.store import NotInvited, Store
 
-__all__ = ["SERVICE", "legacy_register_routes", "register_service"]
+__all__ = ["SERVICE", "invite_digest", "legacy_register_routes", "register_service"]
 
 SERVICE = "cipherdrop.register"
 
 
-def register_service(store: Store, data: DataDir) -> Dispatcher:
+def invite_digest(code: bytes) -> bytes:
+    """What the store keeps of an invite code: its SHA-256 (codes are 16 random bytes)."""
+    return hashlib.sha256(code).digest()
+
+
+def register_service(store: Store, data: DataDir, *, invites_only: bool = False) -> Dispatcher:
     public_der = data.server_public_der
 
     def server_key(ctx: Context, msg: ServerKeyRequest) -> ServerKey:
@@ -51,9 +60,20 @@ def register_service(store: Store, data: DataDir) -> Dispatcher:
 
     def register(ctx: Context, msg: RegisterRequest) -> Registered:
         keys.load_public_key(msg.public_key)  # a key no exchange would accept: bad-request
+        if invites_only and not msg.invite:
+            raise RefusedError(ErrorCode.NOT_INVITED, "registration needs an invite")
+        invite = invite_digest(msg.invite) if invites_only else None
         reply = Registered(secrets.token_bytes(ID_LEN))
         record = ctx.record(reply)
-        if not store.create_client(reply.client_id, msg.name, msg.public_key, ctx.now, record):
+        try:
+            created = store.create_client(
+                reply.client_id, msg.name, msg.public_key, ctx.now, record, invite
+            )
+        except NotInvited:
+            raise RefusedError(
+                ErrorCode.NOT_INVITED, "the invite is unknown, used or expired"
+            ) from None
+        if not created:
             raise RefusedError(ErrorCode.NAME_TAKEN, f"the name {msg.name!r} is taken")
         return reply
 

@@ -17,6 +17,7 @@ __all__ = [
     "DuplicateRequest",
     "FileRow",
     "Grant",
+    "NotInvited",
     "OverQuota",
     "Published",
     "Rename",
@@ -37,6 +38,10 @@ class Rename(enum.Enum):
     DONE = "done"
     MISSING = "missing"  # no file of that name
     TAKEN = "taken"  # the new name is a file's, and it was not to be replaced
+
+
+class NotInvited(Exception):
+    """A registration needed an invite and had none that is valid; nothing was changed."""
 
 
 class OverQuota(Exception):

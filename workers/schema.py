@@ -109,5 +109,15 @@ _V4 = (
     "ALTER TABLE clients ADD COLUMN quota INTEGER CHECK (quota IS NULL OR quota >= 0)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+_V5 = (
+    # One-time registration invites (store.registration = "invite"), kept as SHA-256
+    # digests of the codes: the database alone does not hold a usable invite.
+    """CREATE TABLE invites (
+        digest     BLOB PRIMARY KEY CHECK (length(digest) = 32),
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID""",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 LATEST_VERSION = len(MIGRATIONS)

@@ -25,6 +25,7 @@ from workers.rows import (
     DuplicateRequest,
     FileRow,
     Grant,
+    NotInvited,
     OverQuota,
     Published,
     Rename,
@@ -42,6 +43,7 @@ __all__ = [  # the row types are re-exported: callers import everything from her
     "DuplicateRequest",
     "FileRow",
     "Grant",
+    "NotInvited",
     "OverQuota",
     "Published",
     "Rename",
@@ -105,12 +107,31 @@ class Store(UploadTables):
 
     @translated
     def create_client(
-        self, client_id: bytes, name: str, public_key: bytes, now: int, record: ReplyRecord
+        self,
+        client_id: bytes,
+        name: str,
+        public_key: bytes,
+        now: int,
+        record: ReplyRecord,
+        invite: bytes | None = None,
     ) -> bool:
-        """Add a client with its public key; False (and nothing changed) if the name is taken."""
+        """Add a client with its public key; False (and nothing changed) if the name is taken.
+
+        With ``invite`` (the SHA-256 digest of an invite code), the invite is used up in
+        the same transaction, and one unknown, used or expired raises :class:`NotInvited`
+        with nothing changed; a taken name leaves the invite for another try.
+        """
         with db.write(self._db):
             if self._db.execute("SELECT 1 FROM clients WHERE name = ?", (name,)).fetchone():
                 return False
+            if (
+                invite is not None
+                and not self._db.execute(
+                    "DELETE FROM invites WHERE digest = ? AND expires_at > ? RETURNING 1",
+                    (invite, now),
+                ).fetchone()
+            ):
+                raise NotInvited
             self._db.execute(
                 "INSERT INTO clients (id, name, public_key, created_at) VALUES (?, ?, ?, ?)",
                 (client_id, name, public_key, now),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from client.cli import ExitStatus
 from common import crypto
 from common.cksum import cksum
 from common.errors import ConfigError, RefusedError
@@ -34,11 +36,12 @@ from workers.admin_check import plaintext
 from workers.admin_store import AdminStore
 from workers.app import open_server
 from workers.blobs import Blobs
-from workers.datadir import MasterKey
+from workers.datadir import DB_NAME, MasterKey
 from workers.sessions import SessionCache, session_context
 from workers.store import ReplyRecord, SessionRow, Store
 
 from .procs import ROOT
+from .stack import running_stack
 from .test_server import ServerProcess, run_client
 
 pytestmark = pytest.mark.integration
@@ -194,7 +197,7 @@ def test_quota_gives_a_client_its_own_limit(populated: Populated) -> None:
     extra = populated.base / "src" / "alice" / "eleven.txt"
     extra.write_text("eleven byte")
     refused = populated.put("alice", extra)
-    assert refused.returncode == 6 and "storage quota" in refused.stderr  # REFUSED
+    assert refused.returncode == ExitStatus.REFUSED and "storage quota" in refused.stderr
     clients = {c["name"]: c for c in json_lines(run_admin(data, "clients", "--json").stdout)}
     assert (clients["alice"]["quota"], clients["bob"]["quota"]) == (used + 10, None)
     assert run_admin(data, "quota", "alice", "default").returncode == 0
@@ -356,3 +359,37 @@ def test_revoke_stops_an_upload_in_flight_at_the_next_chunk(tmp_path: Path) -> N
         assert server.store.stored_indexes(ready.transfer_id) == (0,)
     finally:
         server.close()
+
+
+def test_a_server_for_invited_clients_registers_only_with_an_operators_code(
+    tmp_path: Path,
+) -> None:
+    with running_stack(
+        tmp_path / "stack", file_workers=1, store={"registration": "invite"}
+    ) as stack:
+        home = tmp_path / "home"
+        uninvited = stack.client(home, "register", "gail")
+        assert uninvited.returncode == ExitStatus.REFUSED
+        assert "invite from its operator" in uninvited.stderr
+        assert "Traceback" not in uninvited.stderr and not (home / "identity.json").exists()
+
+        made = run_admin(stack.data_dir, "invite", "--valid", "600")
+        assert made.returncode == 0, made.stderr
+        code = made.stdout.strip()
+        assert re.fullmatch(r"[0-9a-f]{32}", code) and "valid until" in made.stderr
+        assert code.encode() not in (stack.data_dir / DB_NAME).read_bytes()  # only its digest
+
+        invited = stack.client(home, "register", "gail", "--invite", code)
+        assert invited.returncode == 0, invited.stderr
+        source = tmp_path / "hello.txt"
+        source.write_text("hello\n")
+        assert stack.client(home, "put", str(source)).returncode == 0
+
+        again = stack.client(tmp_path / "other", "register", "gus", "--invite", code)
+        assert again.returncode == ExitStatus.REFUSED and "used or expired" in again.stderr
+        for bad in ("xyz", code[:-1], code + "00"):
+            wrong = stack.client(tmp_path / "other", "register", "gus", "--invite", bad)
+            assert wrong.returncode == 2 and "32 hex digits" in wrong.stderr, bad
+        for valid in ("0", "-5", "nan", "a week"):
+            refused = run_admin(stack.data_dir, "invite", "--valid", valid)
+            assert refused.returncode == 2 and "seconds" in refused.stderr, valid

@@ -183,8 +183,9 @@ class Client:
             body = frames[1]
         return decode_body(env.type, body)
 
-    def register(self, request_id: bytes | None = None) -> Message:
-        frames, key = self.sealed(RegisterRequest(self.name, self.public_der), request_id)
+    def register(self, request_id: bytes | None = None, invite: bytes = b"") -> Message:
+        request = RegisterRequest(self.name, self.public_der, invite)
+        frames, key = self.sealed(request, request_id)
         reply = self.open_reply(self.server.call("register", frames), frames[0], key)
         if isinstance(reply, Registered):
             self.client_id = reply.client_id

@@ -88,6 +88,7 @@ UNFINISHED = UploadInfo(ID, "big.iso", 5 * 2**30, 2**30, 1_700_000_000_000)
 VALID: list[Message] = [
     RegisterRequest("alice", b"\x30" * 294),
     RegisterRequest("alice", b"\x30" * 2048),
+    RegisterRequest("invited", b"\x30" * 294, bytes(range(16))),
     Registered(ID),
     ServerKeyRequest(),
     ServerKey(b"\x30" * 294),
@@ -192,7 +193,11 @@ PUBLIC_KEY_BAD: list[object] = [b"", bytes(2049), "key", None, 0x30]
 DATA_KEY_BAD: list[object] = [b"", bytes(1), bytes(31), bytes(33), bytes(64), "k" * 32, None, 32]
 
 BAD_FIELDS: dict[type, dict[str, list[object]]] = {
-    RegisterRequest: {"name": CLIENT_NAME_BAD, "public_key": PUBLIC_KEY_BAD},
+    RegisterRequest: {
+        "name": CLIENT_NAME_BAD,
+        "public_key": PUBLIC_KEY_BAD,
+        "invite": [bytes(33), "code", None, 0],
+    },
     Registered: {"client_id": ID_BAD},
     ServerKey: {"public_key": PUBLIC_KEY_BAD},
     KeyRequest: {

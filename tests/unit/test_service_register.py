@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from common.messages import (
     ServerKey,
     ServerKeyRequest,
 )
+from workers.admin_store import AdminStore
+from workers.register import invite_digest, register_service
 
 from .server_harness import Client, Server, envelope, error_code, rsa_key
 
@@ -160,3 +163,73 @@ def test_an_unreadable_envelope_is_answered_with_the_zero_request_id(server: Ser
     other_version = bytes([0x98, 0x02]) + b"\x00" * 6
     _, reply = plain_reply(server.call("register", [other_version, b""]))
     assert isinstance(reply, ErrorReply) and reply.code == "unsupported-version"
+
+
+# --- registration by invite ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def invites_only(server: Server) -> Server:
+    server.register = register_service(server.store, server.data, invites_only=True)
+    return server
+
+
+def make_invite(server: Server, valid_ms: int = 60_000) -> bytes:
+    """What ``cipherdrop-admin invite`` does: a code, and its digest kept until it expires."""
+    code = os.urandom(16)
+    admin = AdminStore(server.store._db)  # the server's own connection: not closed here
+    admin.create_invite(invite_digest(code), server.now, server.now + valid_ms)
+    return code
+
+
+def test_an_invite_is_used_up_by_the_registration_it_allows(invites_only: Server) -> None:
+    server = invites_only
+    code = make_invite(server)
+    alice = Client(server, "alice", rsa_key("alice"))
+    assert isinstance(alice.register(invite=code), Registered)
+    assert server.store.get_client(alice.client_id) is not None
+    stored = server.store._db.execute("SELECT count(*) FROM invites").fetchone()[0]
+    assert stored == 0
+    before = server.dump()
+    refused = Client(server, "bob", rsa_key("bob")).register(invite=code)  # used
+    assert error_code(refused) == "not-invited"
+    assert isinstance(refused, ErrorReply) and "unknown, used or expired" in refused.message
+    assert server.dump() == before
+
+
+def test_without_a_valid_invite_nothing_is_registered(invites_only: Server) -> None:
+    server = invites_only
+    expired = make_invite(server, valid_ms=1)
+    server.now += 1
+    before = server.dump()
+    for invite in (b"", os.urandom(16), expired):
+        reply = Client(server, "eve", rsa_key("eve")).register(invite=invite)
+        assert error_code(reply) == "not-invited", invite
+    assert server.dump() == before
+    assert isinstance(
+        Client(server, "eve", rsa_key("eve")).register(invite=make_invite(server)), Registered
+    )
+
+
+def test_a_taken_name_leaves_the_invite_for_another_try(invites_only: Server) -> None:
+    server = invites_only
+    Client(server, "alice", rsa_key("alice")).register(invite=make_invite(server))
+    code = make_invite(server)
+    assert (
+        error_code(Client(server, "alice", rsa_key("other")).register(invite=code)) == "name-taken"
+    )
+    assert isinstance(Client(server, "alice2", rsa_key("other")).register(invite=code), Registered)
+
+
+def test_a_retried_invited_registration_gets_the_recorded_reply(invites_only: Server) -> None:
+    server = invites_only
+    alice = Client(server, "alice", rsa_key("alice"))
+    code, request_id = make_invite(server), os.urandom(16)
+    first = alice.register(request_id, invite=code)
+    assert isinstance(first, Registered)
+    assert alice.register(request_id, invite=code) == first  # the invite is spent, yet
+
+
+def test_an_open_server_ignores_invites(server: Server) -> None:
+    reply = Client(server, "alice", rsa_key("alice")).register(invite=os.urandom(16))
+    assert isinstance(reply, Registered)

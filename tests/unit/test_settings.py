@@ -61,6 +61,7 @@ def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> No
     assert (s.client.compression, s.client.compression_level) == ("zlib", 1)
     assert (s.store.data_dir, s.store.busy_timeout) == (Path("var"), 30.0)
     assert (s.store.min_free_space, s.store.quota) == (256 * MIB, 0)
+    assert s.store.registration == "open"
     assert (s.crypto.rsa_bits, s.crypto.session_ttl) == (3072, 3600.0)
     assert (s.log.level, s.log.format) == ("info", "auto")
     assert s == Settings()
@@ -229,6 +230,8 @@ BAD_VALUES: list[tuple[str, object]] = [
     ("store.quota", -1),
     ("store.quota", (1 << 62) + 1),
     ("store.quota", "10G"),
+    ("store.registration", "closed"),
+    ("store.registration", ""),
     ("store.min_free_space", -1),
     ("log.level", "verbose"),
     ("log.format", "xml"),

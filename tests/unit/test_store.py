@@ -91,6 +91,7 @@ def test_several_processes_creating_the_database_at_once_all_succeed(tmp_path: P
         "chunks",
         "files",
         "replies",
+        "invites",
     }
 
 
@@ -170,7 +171,7 @@ def test_a_version_1_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> 
     conn.close()
     migrated = Store.open(path)
     try:
-        assert pragma(migrated, "user_version") == LATEST_VERSION == 4
+        assert pragma(migrated, "user_version") == LATEST_VERSION == 5
         assert migrated.find_reply(b"a" * 16, b"1" * 16) == (b"d", b"r")
         # An upload begun before versions were kept resumes for a begin without one.
         resumed = migrated.find_open_upload(b"c" * 16, "f", 1, 1, b"")
