@@ -8,6 +8,7 @@ which opens every chunk under its data key as a download does.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -377,7 +378,10 @@ def test_a_server_for_invited_clients_registers_only_with_an_operators_code(
         assert made.returncode == 0, made.stderr
         code = made.stdout.strip()
         assert re.fullmatch(r"[0-9a-f]{32}", code) and "valid until" in made.stderr
-        assert code.encode() not in (stack.data_dir / DB_NAME).read_bytes()  # only its digest
+        # Only its digest is kept: neither the code nor its hex is in the database or its WAL.
+        stored = b"".join(p.read_bytes() for p in stack.data_dir.glob(f"{DB_NAME}*"))
+        assert bytes.fromhex(code) not in stored and code.encode() not in stored
+        assert hashlib.sha256(bytes.fromhex(code)).digest() in stored
 
         invited = stack.client(home, "register", "gail", "--invite", code)
         assert invited.returncode == 0, invited.stderr
