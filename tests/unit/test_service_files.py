@@ -789,7 +789,7 @@ def test_renaming_onto_a_file_needs_replace(server: Server, alice: Client) -> No
     alice.upload("new", b"the new one", CHUNK)
     alice.upload("old", b"the old one", CHUNK)
     old = server.store.get_file(alice.client_id, "old")
-    assert old is not None
+    assert old is not None and (server.data.blobs_path / old.transfer_id.hex()).exists()
     before = snapshot(server)
     refused = alice.ask(RenameFile("new", "old"))
     assert error_code(refused) == "conflict"
