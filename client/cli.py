@@ -22,6 +22,7 @@ from typing import TextIO
 from client.commands import COMMANDS, STDIO
 from client.identity import NotRegisteredError, ServerKeyMismatchError
 from client.invocation import Invocation
+from client.throttle import parse_rate
 from common.errors import (
     CipherdropError,
     ConfigError,
@@ -117,6 +118,13 @@ def _global_options(parser: argparse.ArgumentParser, default: object) -> None:
     )
 
 
+def _rate(text: str) -> int:
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _invite_code(text: str) -> bytes:
     """An invite as ``cipherdrop-admin invite`` prints it: 32 hex digits (spaces and dashes
     are ignored)."""
@@ -169,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for sub in (put, get):
         sub.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+        sub.add_argument(
+            "--limit-rate",
+            type=_rate,
+            metavar="RATE",
+            help="at most RATE bytes per second on the wire (k, M, G: binary units)",
+        )
         sub.add_argument("--verbose", "-v", action="store_true", help="chunk counts")
     ls = commands.add_parser("ls", help="list this client's files")
     ls.add_argument("names", nargs="*", metavar="NAME", help="only NAME and the files below NAME/")

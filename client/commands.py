@@ -112,6 +112,7 @@ def _upload(
         chunk_size=settings.client.chunk_size,
         compression=Codec.NONE if settings.client.compression == "none" else Codec.ZLIB,
         level=settings.client.compression_level,
+        rate=args.limit_rate,
     )
     with open_account(ctx, settings, endpoint) as account:
         stored = (
@@ -170,6 +171,7 @@ def _get(ctx: Invocation, settings: Settings) -> None:
         force=args.force,
         window=2 * settings.client.window,
         skip_unchanged=args.skip_unchanged,
+        rate=args.limit_rate,
     )
     with open_account(ctx, settings) as account:
         if trees is not None:
@@ -211,7 +213,7 @@ def _get_to_stdout(ctx: Invocation, settings: Settings) -> None:
     from client.download import DownloadOptions, download_file
 
     name = validate_file_name(ctx.args.names[0])
-    options = DownloadOptions(window=2 * settings.client.window)
+    options = DownloadOptions(window=2 * settings.client.window, rate=ctx.args.limit_rate)
     with tempfile.TemporaryDirectory(prefix="cipherdrop-get-") as work:
         with open_account(ctx, settings) as account:
             progress = make_progress(0, name, quiet=ctx.args.quiet, stream=ctx.err)

@@ -39,6 +39,7 @@ from client import session as core
 from client.connection import FILE_SERVICE, Account
 from client.partial import PartialDownload
 from client.progress import Progress
+from client.throttle import Throttle
 from common import crypto
 from common.cksum import Cksum
 from common.codec import decode_envelope
@@ -78,6 +79,7 @@ class DownloadOptions:
     window: int = 8
     save_every: int = 8 * 1024 * 1024  # bytes between two updates of the state file
     skip_unchanged: bool = False
+    rate: int | None = None  # --limit-rate: bytes per second on the wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +269,7 @@ def _fetch(
     every = max(1, options.save_every // ready.chunk_size)
     writer = _Writer(fd, partial, crc, progress, every, options.window)
     pending: deque[tuple[int, core.Outgoing, bytes]] = deque()
+    throttle = Throttle(options.rate)
     following = index = partial.received
     try:
         while index < ready.chunk_count:
@@ -276,6 +279,7 @@ def _fetch(
                 following += 1
             index, req, key = pending.popleft()
             reply, spare = transport.result(key), writer.spare(ready.chunk_size)
+            throttle.take(len(reply[-1]))  # the stored chunk, as it crossed the wire
             writer.put(index, open_chunk_data(session, req, reply, ready, index, spare), spare)
             index += 1
     except BaseException:

@@ -34,6 +34,7 @@ from zmq import MessageTracker
 from client import session as core
 from client.connection import FILE_SERVICE, Account
 from client.progress import Progress
+from client.throttle import Throttle
 from common import crypto
 from common.cksum import Cksum
 from common.codec import peek_request_id
@@ -79,6 +80,7 @@ class UploadOptions:
     chunk_size: int = 1024 * 1024
     compression: Codec = Codec.ZLIB
     level: int = 1
+    rate: int | None = None  # --limit-rate: bytes per second on the wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +269,13 @@ def _chunk_requests(
     buffers = [memoryview(bytearray(min(chunk_size, size))) for _ in range(SEAL_AHEAD + 1)]
     free = 0  # the buffer no pending seal uses: the one used SEAL_AHEAD + 1 submits ago
     sealer = _Sealer(session, ready.data_key, options)
+    throttle = Throttle(options.rate)
+
+    def paced(done: tuple[core.Outgoing, int]) -> core.Outgoing:
+        outgoing = _take(done, in_flight)
+        throttle.take(len(outgoing.frames[1]))  # the sealed chunk, as it crosses the wire
+        return outgoing
+
     try:
         stream.seek(0)
         for index in range(count):
@@ -280,9 +289,9 @@ def _chunk_requests(
             sealer.submit(StreamPosition(ready.transfer_id, index, index == count - 1), piece)
             free = (free + 1) % len(buffers)
             if sealer.pending > SEAL_AHEAD:
-                yield _take(sealer.result(), in_flight)
+                yield paced(sealer.result())
         while sealer.pending:
-            yield _take(sealer.result(), in_flight)
+            yield paced(sealer.result())
     finally:
         sealer.close()
     if stream.read(1):

@@ -346,6 +346,27 @@ def test_put_from_standard_input_and_get_to_standard_output(
         assert refused.returncode == 2 and b"standard" in refused.stderr, usage
 
 
+def test_limit_rate_paces_put_and_get(stack: Stack, home: Path, tmp_path: Path) -> None:
+    source = tmp_path / "paced.bin"
+    source.write_bytes(os.urandom(16 * CHUNK))  # 1 MiB in 16 chunks that do not compress
+    rate = 512 * 1024
+    # The first chunk goes at once; the other 15 need at least 15 * 64 KiB / rate seconds.
+    least = 15 * CHUNK / rate
+    started = time.monotonic()
+    put_result = stack.client(home, "put", str(source), "--limit-rate", "512k", env=SMALL)
+    took = time.monotonic() - started
+    assert put_result.returncode == 0, put_result.stderr
+    assert took >= least, took
+    started = time.monotonic()
+    out = tmp_path / "paced.copy"
+    get(stack, home, "paced.bin", "-o", str(out), "--limit-rate", "512K")
+    assert time.monotonic() - started >= least
+    assert out.read_bytes() == source.read_bytes()
+    for bad in ("0", "fast", "1.5M", "10T"):
+        refused = stack.client(home, "get", "paced.bin", "--limit-rate", bad)
+        assert refused.returncode == 2 and "rate" in refused.stderr, bad
+
+
 def test_put_of_a_directory_without_r_is_refused(stack: Stack, home: Path, tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     result = stack.client(home, "put", str(tmp_path / "d"))
