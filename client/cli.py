@@ -158,17 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     put.add_argument("-r", "--recursive", action="store_true", help="upload directories")
     put.add_argument("--name", help="name to store one file under (default: its name)")
+    put.add_argument(
+        "--skip-unchanged",
+        action="store_true",
+        help="skip files put before and unchanged since (same size and modification time)",
+    )
     get = commands.add_parser("get", help="download files")
     get.add_argument("names", nargs="+", metavar="NAME", help="stored names to download")
     get.add_argument("-o", "--output", type=Path, help="file or directory to write to")
     get.add_argument("--force", action="store_true", help="replace existing files")
     get.add_argument(
         "-r", "--recursive", action="store_true", help="NAME and every file stored below NAME/"
-    )
-    put.add_argument(
-        "--skip-unchanged",
-        action="store_true",
-        help="skip files put before and unchanged since (same size and modification time)",
     )
     get.add_argument(
         "--skip-unchanged",
