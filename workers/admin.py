@@ -17,7 +17,7 @@ import enum
 import os
 import sys
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
 from common.errors import CipherdropError, ConfigError, IntegrityError, StorageError
@@ -74,24 +74,19 @@ def _message(exc: BaseException) -> str:
     return f"unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)"
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("must be a number of seconds") from None
-    if not 0 < value <= 3600:
-        raise argparse.ArgumentTypeError("must be between 0 and 3600 seconds")
-    return value
+def _seconds(most: float) -> Callable[[str], float]:
+    """An argparse type: seconds, more than 0 and at most ``most``."""
 
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("must be a number of seconds") from None
+        if not 0 < value <= most:
+            raise argparse.ArgumentTypeError(f"must be between 0 and {most:.0f} seconds")
+        return value
 
-def _valid_for(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("must be a number of seconds") from None
-    if not 0 < value <= 365 * 86400:
-        raise argparse.ArgumentTypeError("must be between 0 and 365 days, in seconds")
-    return value
+    return parse
 
 
 def _quota(text: str) -> int | str:
@@ -120,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     invite = sub.add_parser("invite", help="make a one-time registration code")
     invite.add_argument(
         "--valid",
-        type=_valid_for,
+        type=_seconds(365 * 86400),
         default=7 * 86400.0,
         metavar="SECONDS",
         help="how long it may be used (default 7 days)",
@@ -145,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     ping = sub.add_parser("ping", help="ask the broker (MMI) whether services have workers")
     ping.add_argument("services", nargs="*", help="register, key, file or full service names")
     ping.add_argument("--broker", metavar="ENDPOINT", help="broker address (worker.broker)")
-    ping.add_argument("--timeout", type=_positive, default=2.0, help="seconds (default 2)")
+    ping.add_argument("--timeout", type=_seconds(3600), default=2.0, help="seconds (default 2)")
     return parser
 
 
