@@ -32,6 +32,8 @@ from common.errors import (
     RefusedError,
     TransportError,
 )
+from common.fields import INVITE_LEN
+from common.keys import typed_hex
 from common.log import configure_logging
 from common.memory import keep_freed_buffers
 from common.messages import ErrorCode
@@ -126,12 +128,11 @@ def _rate(text: str) -> int:
 
 
 def _invite_code(text: str) -> bytes:
-    """An invite as ``cipherdrop-admin invite`` prints it: 32 hex digits (spaces and dashes
-    are ignored)."""
-    digits = "".join(text.split()).replace("-", "")
-    if len(digits) != 32 or not all(c in "0123456789abcdefABCDEF" for c in digits):
+    """An invite as ``cipherdrop-admin invite`` prints it: 32 hex digits."""
+    code = typed_hex(text, INVITE_LEN)
+    if code is None:
         raise argparse.ArgumentTypeError("an invite code is 32 hex digits")
-    return bytes.fromhex(digits)
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:

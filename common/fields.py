@@ -17,6 +17,7 @@ from common.errors import RemoteProtocolError
 
 __all__ = [
     "ID_LEN",
+    "INVITE_LEN",
     "MAX_CHUNK_SIZE",
     "MAX_ERROR_MESSAGE_LEN",
     "MAX_INVITE_LEN",
@@ -52,6 +53,7 @@ MAX_WRAPPED_KEY_LEN = 1024  # RSA-OAEP output is the modulus size
 MAX_ERROR_MESSAGE_LEN = 1024
 MAX_SOURCE_LEN = 32  # UploadBegin.source: a file version token
 MAX_INVITE_LEN = 32  # RegisterRequest.invite: an operator's one-time code
+INVITE_LEN = 16  # the random bytes of the codes cipherdrop-admin makes (32 hex digits)
 
 E = TypeVar("E", bound=enum.Enum)
 Checker = Callable[[object, str], object]

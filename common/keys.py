@@ -55,6 +55,7 @@ __all__ = [
     "public_key_der",
     "seal_to_public_key",
     "sign",
+    "typed_hex",
     "unwrap_key",
     "verify",
     "wrap_key",
@@ -156,17 +157,26 @@ def fingerprint(public_key_or_der: RsaKey | bytes) -> str:
     return _FINGERPRINT_PREFIX + " ".join(groups)
 
 
+def typed_hex(text: str, size: int) -> bytes | None:
+    """``size`` bytes typed by a person as hex digits (spaces, colons and dashes between
+    them ignored); None if the text is not that."""
+    body = _FINGERPRINT_SEPARATORS.sub("", text)
+    if len(body) != 2 * size or not all(c in "0123456789abcdefABCDEF" for c in body):
+        return None
+    return bytes.fromhex(body)
+
+
 def parse_fingerprint(text: str) -> bytes:
     """The 32-byte digest in a fingerprint typed by a person; ConfigError if it is not one."""
     body = text.strip()
     if body[: len(_FINGERPRINT_PREFIX)].upper() == _FINGERPRINT_PREFIX:
         body = body[len(_FINGERPRINT_PREFIX) :]
-    body = _FINGERPRINT_SEPARATORS.sub("", body)
-    if len(body) != 64 or not all(c in "0123456789abcdefABCDEF" for c in body):
+    digest = typed_hex(body, 32)
+    if digest is None:
         raise ConfigError(
             "server fingerprint must be 'SHA256:' and 64 hex digits (spaces or colons allowed)"
         )
-    return bytes.fromhex(body)
+    return digest
 
 
 def _oaep(key: RsaKey) -> PKCS1_OAEP.PKCS1OAEP_Cipher:

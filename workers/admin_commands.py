@@ -21,6 +21,7 @@ from typing import TextIO
 
 from common import keys
 from common.errors import CipherdropError, ConfigError
+from common.fields import INVITE_LEN
 from common.secretfile import read_secret_file
 from config import Settings
 from workers import admin_backup, admin_check, admin_keys
@@ -33,14 +34,11 @@ from workers.register import invite_digest
 
 __all__ = [
     "COMMANDS",
-    "INVITE_LEN",
     "CorruptionError",
     "Invocation",
     "NotFoundError",
     "UnhealthyError",
 ]
-
-INVITE_LEN = 16  # random bytes of an invite code, shown as 32 hex digits
 
 
 class NotFoundError(CipherdropError):
