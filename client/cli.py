@@ -202,8 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
     mv.add_argument("name", metavar="NAME", help="the stored file")
     mv.add_argument("new_name", metavar="NEW_NAME", help="its new name")
     mv.add_argument("-f", "--force", action="store_true", help="replace a file named NEW_NAME")
+    rekey = commands.add_parser(
+        "rekey", help="replace this client's key pair (both keys sign the change)"
+    )
+    phrase = commands.add_parser(
+        "passphrase", help="put the private key under a new passphrase (local only)"
+    )
+    phrase.add_argument("--remove", action="store_true", help="leave the key without one")
     commands.add_parser("whoami", help="show this client's identity")
-    for sub in (put, get, ls, rm, mv):
+    for sub in (put, get, ls, rm, mv, rekey):
         sub.add_argument("--passphrase", action="store_true", help="ask for the key's passphrase")
     for sub in commands.choices.values():
         _global_options(sub, argparse.SUPPRESS)

@@ -27,7 +27,7 @@ from common import keys
 from common.errors import RefusedError
 from common.keys import RsaKey
 from common.log import get_logger
-from common.messages import ErrorCode, Message
+from common.messages import ErrorCode, Message, Rekeyed
 
 __all__ = [
     "FILE_SERVICE",
@@ -140,6 +140,22 @@ class Account:
         self._session = core.open_session_granted(kx, reply, self._server_key, self._private_key)
         _log.debug("client.session", session_expires_at=self._session.expires_at)
         return self._session
+
+    def rekey(self, new_private_key: RsaKey) -> int:
+        """Move this client to ``new_private_key`` (the request is signed by both keys);
+        how many sessions the server ended. The account then speaks with the new key."""
+        req = core.rekey_request(
+            self._server_key,
+            self.identity.client_id,
+            self.identity.name,
+            self._private_key,
+            new_private_key,
+            int(self._clock() * 1000),
+        )
+        rekeyed = core.open_sealed_reply(req, self.conn.send(KEY_SERVICE, req), Rekeyed)
+        self._private_key = new_private_key
+        self._session = None
+        return rekeyed.sessions_ended
 
     def with_session(self, run: Callable[[], T]) -> T:
         """Run a transfer; if the server has lost or expired our session, once more on a

@@ -5,6 +5,7 @@ Layout of ``CIPHERDROP_HOME`` (default ``~/.cipherdrop``)::
     <home>/              mode 0700, created on first use
         identity.json    name, client id (hex), server endpoint, server fingerprint
         private_key.pem  PKCS#8 PEM, mode 0600 from birth, optionally under a passphrase
+        private_key.pem.next  the new key while ``cipherdrop rekey`` runs (same rules)
         known_servers    one "<endpoint> <fingerprint>" line per trusted server (TOFU)
 
 Guarantees:
@@ -12,6 +13,9 @@ Guarantees:
 * The private key is written through :mod:`common.secretfile` (0600 in the ``open`` call,
   atomic replace) and read back only if group and others cannot access it.
 * The identity file is replaced atomically, so a crash leaves the old one or the new one.
+* A new key is written to ``private_key.pem.next`` before the server hears of it and
+  takes the place of the old one only once the server has moved the client to it; an
+  interrupted ``rekey`` leaves both files, and running it again finishes the change.
 * :func:`pin_server` is the only trust decision: a fingerprint given by the user must match;
   otherwise the one in ``known_servers`` must match; otherwise the key is trusted on first
   use and recorded. A mismatch raises :class:`ServerKeyMismatchError` naming both.
@@ -27,7 +31,7 @@ from pathlib import Path
 from common import keys
 from common.errors import ConfigError, IntegrityError
 from common.keys import RsaKey
-from common.secretfile import read_secret_file, write_secret_file
+from common.secretfile import read_secret_file, replace_secret_file, write_secret_file
 
 __all__ = [
     "HOME_MODE",
@@ -35,20 +39,25 @@ __all__ = [
     "NotRegisteredError",
     "Pinned",
     "ServerKeyMismatchError",
+    "adopt_next_key",
     "canonical_fingerprint",
     "ensure_home",
     "is_encrypted_pem",
     "known_server",
     "load_identity",
+    "load_next_key",
     "load_private_key",
     "pin_server",
     "remember_server",
     "save_identity",
+    "save_next_key",
+    "save_private_key",
 ]
 
 HOME_MODE = 0o700
 IDENTITY_FILE = "identity.json"
 PRIVATE_KEY_FILE = "private_key.pem"
+NEXT_KEY_FILE = "private_key.pem.next"
 KNOWN_SERVERS_FILE = "known_servers"
 _MAX_FILE = 1024 * 1024
 
@@ -87,7 +96,7 @@ def ensure_home(home: Path) -> Path:
 def save_identity(identity: Identity, private_key: RsaKey, passphrase: str | None) -> None:
     """Write the private key (0600) and then the identity file into ``identity.home``."""
     home = ensure_home(identity.home)
-    write_secret_file(home / PRIVATE_KEY_FILE, keys.private_key_to_pem(private_key, passphrase))
+    save_private_key(home, private_key, passphrase)
     record = {
         "name": identity.name,
         "client_id": identity.client_id.hex(),
@@ -139,6 +148,37 @@ def load_private_key(home: Path, passphrase: str | None) -> RsaKey:
     except IntegrityError as exc:
         hint = "wrong passphrase" if passphrase else "it may need a passphrase (--passphrase)"
         raise ConfigError(f"cannot load {home / PRIVATE_KEY_FILE}: {hint}") from exc
+
+
+def save_private_key(home: Path, private_key: RsaKey, passphrase: str | None) -> None:
+    """Replace the client's private key file (0600, atomically), under ``passphrase``."""
+    write_secret_file(
+        Path(home) / PRIVATE_KEY_FILE, keys.private_key_to_pem(private_key, passphrase)
+    )
+
+
+def save_next_key(home: Path, private_key: RsaKey, passphrase: str | None) -> None:
+    """Keep the key a rekey is moving to (0600, under the same passphrase as the old)."""
+    pem = keys.private_key_to_pem(private_key, passphrase)
+    write_secret_file(Path(home) / NEXT_KEY_FILE, pem)
+
+
+def load_next_key(home: Path, passphrase: str | None) -> RsaKey | None:
+    """The key of a rekey begun and not finished, if there is one."""
+    path = Path(home) / NEXT_KEY_FILE
+    try:
+        pem = read_secret_file(path)
+    except FileNotFoundError:
+        return None
+    try:
+        return keys.load_private_key(pem, passphrase)
+    except IntegrityError as exc:
+        raise ConfigError(f"cannot load {path}: damaged, or not under this passphrase") from exc
+
+
+def adopt_next_key(home: Path) -> None:
+    """The new key becomes the client's key (the server has moved the client to it)."""
+    replace_secret_file(Path(home) / NEXT_KEY_FILE, Path(home) / PRIVATE_KEY_FILE)
 
 
 def known_server(home: Path, endpoint: str) -> str | None:

@@ -15,11 +15,12 @@ from contextlib import contextmanager
 from typing import TextIO
 
 from client.connection import Account, Connection, TransportOptions
-from client.identity import is_encrypted_pem, load_identity, load_private_key
+from client.identity import NEXT_KEY_FILE, is_encrypted_pem, load_identity, load_private_key
 from common.errors import ConfigError
 from config import Settings
 
 __all__ = [
+    "NEW_PASSPHRASE_VARIABLE",
     "PASSPHRASE_VARIABLE",
     "Invocation",
     "ask_passphrase",
@@ -28,18 +29,27 @@ __all__ = [
 ]
 
 PASSPHRASE_VARIABLE = "CIPHERDROP_PASSPHRASE"  # noqa: S105 (a variable name)
+NEW_PASSPHRASE_VARIABLE = "CIPHERDROP_NEW_PASSPHRASE"  # noqa: S105 (a variable name)
 
 
 def ask_passphrase(
-    env: Mapping[str, str], asked: bool, needed: bool, confirm: bool, stderr: TextIO
+    env: Mapping[str, str],
+    asked: bool,
+    needed: bool,
+    confirm: bool,
+    stderr: TextIO,
+    variable: str = PASSPHRASE_VARIABLE,
+    prompt: str = "passphrase for the private key: ",
 ) -> str | None:
-    if env.get(PASSPHRASE_VARIABLE):
-        return env[PASSPHRASE_VARIABLE]
+    """The passphrase from ``variable``, else (if ``asked`` or ``needed``) from the
+    terminal, typed twice with ``confirm``; None if neither asked nor needed."""
+    if env.get(variable):
+        return env[variable]
     if not (asked or needed):
         return None
     if not sys.stdin.isatty():
-        raise ConfigError(f"a passphrase is needed: set {PASSPHRASE_VARIABLE} or use a terminal")
-    first = getpass.getpass("passphrase for the private key: ", stream=stderr)
+        raise ConfigError(f"a passphrase is needed: set {variable} or use a terminal")
+    first = getpass.getpass(prompt, stream=stderr)
     if confirm and getpass.getpass("again: ", stream=stderr) != first:
         raise ConfigError("the two passphrases differ")
     if not first:
@@ -93,6 +103,8 @@ def open_account(
         needed = is_encrypted_pem(home)
         ctx.passphrase = ask_passphrase(ctx.env, ctx.args.passphrase, needed, False, ctx.err)
     private_key = load_private_key(home, ctx.passphrase)
+    if (home / NEXT_KEY_FILE).exists() and ctx.args.command != "rekey":
+        ctx.say("a key change was begun and not finished: run 'cipherdrop rekey' to finish it")
     ctx.endpoint = endpoint or _explicit_server(settings) or identity.server
     conn = Connection(ctx.endpoint, transport_options(settings))
     try:

@@ -21,6 +21,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import secrets
@@ -39,6 +40,7 @@ from common.codec import (
     encode_envelope,
     key_request_signed_bytes,
     new_request_id,
+    rekey_signed_bytes,
     session_granted_signed_bytes,
 )
 from common.errors import RefusedError, RemoteProtocolError
@@ -58,6 +60,7 @@ from common.messages import (
     MessageType,
     Registered,
     RegisterRequest,
+    RekeyRequest,
     ServerKey,
     ServerKeyRequest,
     SessionGranted,
@@ -80,6 +83,7 @@ __all__ = [
     "open_session_granted",
     "refused",
     "register_request",
+    "rekey_request",
     "sealed_to_server",
     "server_key_request",
     "session_request",
@@ -201,6 +205,35 @@ def key_request(
     signature = keys.sign(private_key, key_request_signed_bytes(unsigned))
     request = KeyRequest(client_id, name, unsigned.public_key, now_ms, nonce, signature)
     return KeyExchange(sealed_to_server(server_key, request), client_id, nonce)
+
+
+def rekey_request(
+    server_key: RsaKey,
+    client_id: bytes,
+    name: str,
+    private_key: RsaKey,
+    new_private_key: RsaKey,
+    now_ms: int,
+) -> Outgoing:
+    """A RekeyRequest from ``private_key`` to ``new_private_key``, signed by both and
+    sealed to the server key; its reply is :class:`Rekeyed`."""
+    unsigned = RekeyRequest(
+        client_id,
+        name,
+        keys.public_key_der(private_key),
+        keys.public_key_der(new_private_key),
+        now_ms,
+        secrets.token_bytes(16),
+        b"-",
+        b"-",
+    )
+    signed = rekey_signed_bytes(unsigned)
+    request = dataclasses.replace(
+        unsigned,
+        signature=keys.sign(private_key, signed),
+        new_signature=keys.sign(new_private_key, signed),
+    )
+    return sealed_to_server(server_key, request)
 
 
 def source_token(private_key: RsaKey, size: int, mtime_ns: int) -> bytes:

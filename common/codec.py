@@ -44,6 +44,7 @@ from common.messages import (
     KeyRequest,
     Message,
     MessageType,
+    RekeyRequest,
     SessionGranted,
     carries_data,
     message_class,
@@ -64,6 +65,7 @@ __all__ = [
     "key_request_signed_bytes",
     "new_request_id",
     "peek_request_id",
+    "rekey_signed_bytes",
     "session_granted_signed_bytes",
     "validate_client_name",
     "validate_file_name",
@@ -71,6 +73,7 @@ __all__ = [
 
 KEY_REQUEST_CONTEXT = f"cipherdrop/{PROTOCOL_VERSION} key-request"
 SESSION_GRANTED_CONTEXT = f"cipherdrop/{PROTOCOL_VERSION} session-granted"
+REKEY_CONTEXT = f"cipherdrop/{PROTOCOL_VERSION} rekey"
 
 _unpack_body = functools.partial(
     msgpack.unpackb,
@@ -142,6 +145,26 @@ def key_request_signed_bytes(req: KeyRequest) -> bytes:
     encode_body(req)  # refuse to sign or verify what could not travel
     return _pack(
         [KEY_REQUEST_CONTEXT, req.client_id, req.name, req.public_key, req.timestamp, req.nonce]
+    )
+
+
+def rekey_signed_bytes(req: RekeyRequest) -> bytes:
+    """What both keys sign (RSA-PSS-SHA256) to move a client from one to the other.
+
+    ``msgpack([context, client_id, name, public_key, new_public_key, timestamp, nonce])``:
+    every field but the two signatures, behind a context string of its own.
+    """
+    encode_body(req)
+    return _pack(
+        [
+            REKEY_CONTEXT,
+            req.client_id,
+            req.name,
+            req.public_key,
+            req.new_public_key,
+            req.timestamp,
+            req.nonce,
+        ]
     )
 
 

@@ -19,6 +19,7 @@ class MessageType(enum.IntEnum):
     REGISTER_REQUEST = 0x01
     KEY_REQUEST = 0x02
     SERVER_KEY_REQUEST = 0x03
+    REKEY_REQUEST = 0x06
     UPLOAD_BEGIN = 0x10
     UPLOAD_CHUNK = 0x11
     UPLOAD_COMMIT = 0x12
@@ -32,6 +33,7 @@ class MessageType(enum.IntEnum):
     REGISTERED = 0x81
     SESSION_GRANTED = 0x82
     SERVER_KEY = 0x83
+    REKEYED = 0x86
     UPLOAD_READY = 0x90
     CHUNK_STORED = 0x91
     UPLOAD_COMMITTED = 0x92

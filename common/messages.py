@@ -48,6 +48,8 @@ __all__ = [
     "MessageType",
     "RegisterRequest",
     "Registered",
+    "RekeyRequest",
+    "Rekeyed",
     "RenameFile",
     "Renamed",
     "ServerKey",
@@ -135,6 +137,30 @@ class KeyRequest:
     timestamp: int
     nonce: bytes
     signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RekeyRequest:
+    """Replace the client's key ``public_key`` by ``new_public_key``. ``signature`` is by
+    the current key and ``new_signature`` by the new one, both over ``rekey_signed_bytes``:
+    only whoever holds both moves the client to the new key."""
+
+    client_id: bytes
+    name: str
+    public_key: bytes
+    new_public_key: bytes
+    timestamp: int
+    nonce: bytes
+    signature: bytes
+    new_signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Rekeyed:
+    """The client's key is now the request's ``new_public_key``; ``sessions_ended``: how
+    many of its sessions the change ended (every one it had)."""
+
+    sessions_ended: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,6 +402,8 @@ Message = (
     | ServerKey
     | KeyRequest
     | SessionGranted
+    | RekeyRequest
+    | Rekeyed
     | UploadBegin
     | UploadReady
     | ChunkStored
@@ -408,6 +436,7 @@ _CLASS_OF: dict[MessageType, type[Message]] = {
     MessageType.REGISTER_REQUEST: RegisterRequest,
     MessageType.KEY_REQUEST: KeyRequest,
     MessageType.SERVER_KEY_REQUEST: ServerKeyRequest,
+    MessageType.REKEY_REQUEST: RekeyRequest,
     MessageType.UPLOAD_BEGIN: UploadBegin,
     MessageType.UPLOAD_COMMIT: UploadCommit,
     MessageType.UPLOAD_CONFIRM: UploadConfirm,
@@ -420,6 +449,7 @@ _CLASS_OF: dict[MessageType, type[Message]] = {
     MessageType.REGISTERED: Registered,
     MessageType.SESSION_GRANTED: SessionGranted,
     MessageType.SERVER_KEY: ServerKey,
+    MessageType.REKEYED: Rekeyed,
     MessageType.UPLOAD_READY: UploadReady,
     MessageType.CHUNK_STORED: ChunkStored,
     MessageType.UPLOAD_COMMITTED: UploadCommitted,

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from common.errors import ConfigError
 
-__all__ = ["SECRET_FILE_MODE", "read_secret_file", "write_secret_file"]
+__all__ = ["SECRET_FILE_MODE", "read_secret_file", "replace_secret_file", "write_secret_file"]
 
 SECRET_FILE_MODE = 0o600
 _GROUP_OR_OTHER = stat.S_IRWXG | stat.S_IRWXO
@@ -70,6 +70,12 @@ def write_secret_file(path: Path, data: bytes) -> None:
             os.unlink(temporary)
         raise
     _fsync_directory(path.parent)
+
+
+def replace_secret_file(source: Path, target: Path) -> None:
+    """Rename the secret file ``source`` over ``target`` in the same directory, durably."""
+    os.replace(source, target)
+    _fsync_directory(Path(target).parent)
 
 
 def read_secret_file(path: Path) -> bytes:

@@ -25,7 +25,7 @@ from workers.app import MASTER_CHECK_CONTEXT, MASTER_CHECK_KEY
 from workers.db import translated
 from workers.service import reply_context
 from workers.sessions import session_context
-from workers.store import REVOCATIONS_KEY, Store
+from workers.store import Store
 from workers.uploads import data_key_context
 
 __all__ = ["AdminStore", "ClientInfo", "StoredFile"]
@@ -136,16 +136,7 @@ class AdminStore(Store):
         """Revoke a client and end its sessions; the number of sessions ended."""
         with db.write(self._db):
             self._db.execute("UPDATE clients SET revoked = 1 WHERE id = ?", (client_id,))
-            ended = self._db.execute("DELETE FROM sessions WHERE client_id = ?", (client_id,))
-            count = self._db.execute(
-                "SELECT value FROM meta WHERE key = ?", (REVOCATIONS_KEY,)
-            ).fetchone()
-            value = int.from_bytes(count[0], "big") + 1 if count else 1
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                (REVOCATIONS_KEY, value.to_bytes(8, "big")),
-            )
-        return ended.rowcount
+            return self._end_sessions(client_id)
 
     @translated
     def rewrap_all(self, rewrap: Rewrap) -> dict[str, int]:

@@ -15,6 +15,12 @@ only if all of these hold, else it is refused (``unknown-client`` / ``bad-proof`
   replace another client's key. Only a client registered by an earlier server, whose
   registration did not carry the key, has none: its first key that proves itself wins.
 
+A ``RekeyRequest`` moves a client to a new key under the same rules, signed by the
+current key and by the new one (which must be one the exchange accepts); every session
+of the client ends with it, so whoever held the old key or a session made with it is out.
+A client already on the new key (its rekey was done but the reply lost) is answered as
+if moved, with no session ended.
+
 The grant is a fresh 32-byte session key and 16-byte session id, valid for the session
 TTL; the key travels RSA-OAEP-wrapped to the client's key, the grant is signed by the
 server key and bound to the request's nonce; the store keeps it wrapped by the master key.
@@ -33,7 +39,11 @@ from typing import TypeVar
 
 from common import crypto, keys
 from common.body_schema import gateway_signed_bytes, legacy_grant_signed_bytes
-from common.codec import key_request_signed_bytes, session_granted_signed_bytes
+from common.codec import (
+    key_request_signed_bytes,
+    rekey_signed_bytes,
+    session_granted_signed_bytes,
+)
 from common.errors import ConfigError, IntegrityError, RefusedError, RemoteProtocolError
 from common.fields import ID_LEN
 from common.keys import RsaKey
@@ -45,6 +55,8 @@ from common.messages import (
     LegacyRegisterRequest,
     LegacySessionGranted,
     MessageType,
+    Rekeyed,
+    RekeyRequest,
     SessionGranted,
 )
 from workers.datadir import DataDir
@@ -68,6 +80,18 @@ CLOCK_SKEW_MS = 5 * 60 * 1000
 
 def _bad_proof(why: str) -> RefusedError:
     return RefusedError(ErrorCode.BAD_PROOF, why)
+
+
+def _check_signature(public_key: RsaKey, signed: bytes, signature: bytes, whose: str) -> None:
+    try:
+        keys.verify(public_key, signed, signature)
+    except IntegrityError:
+        raise _bad_proof(f"the signature by {whose} does not verify") from None
+
+
+def _check_clock(now: int, timestamp: int) -> None:
+    if abs(timestamp - now) > CLOCK_SKEW_MS:
+        raise _bad_proof("the request time is too far from the server's clock")
 
 
 _Granted = TypeVar("_Granted", SessionGranted, LegacySessionGranted)
@@ -131,12 +155,8 @@ def key_service(store: Store, data: DataDir, session_ttl: float) -> Dispatcher:
         if client.public_key is not None and client.public_key != req.public_key:
             raise _bad_proof("this is not the client's registered key")
         public_key = keys.load_public_key(req.public_key)
-        try:
-            keys.verify(public_key, key_request_signed_bytes(req), req.signature)
-        except IntegrityError:
-            raise _bad_proof("the signature does not verify") from None
-        if abs(req.timestamp - ctx.now) > CLOCK_SKEW_MS:
-            raise _bad_proof("the request time is too far from the server's clock")
+        _check_signature(public_key, key_request_signed_bytes(req), req.signature, "the key")
+        _check_clock(ctx.now, req.timestamp)
         return _issue_session(
             ctx,
             store,
@@ -150,7 +170,39 @@ def key_service(store: Store, data: DataDir, session_ttl: float) -> Dispatcher:
             public_key=req.public_key,
         )
 
-    routes = {MessageType.KEY_REQUEST: Route(Flags.SEALED_TO_SERVER, exchange, mutating=True)}
+    def rekey(ctx: Context, req: RekeyRequest) -> Rekeyed:
+        client = store.get_native_client(req.client_id)
+        if client is None or client.name != req.name or client.revoked:
+            raise RefusedError(ErrorCode.UNKNOWN_CLIENT, "no such client")
+        if client.public_key not in (req.public_key, req.new_public_key):
+            raise _bad_proof("this is not the client's registered key")
+        new_key = keys.load_public_key(req.new_public_key)  # refused as a registration would be
+        if req.new_public_key == req.public_key:
+            raise RefusedError(ErrorCode.BAD_REQUEST, "the new key is the current key")
+        signed = rekey_signed_bytes(req)
+        _check_signature(keys.load_public_key(req.public_key), signed, req.signature, "the key")
+        _check_signature(new_key, signed, req.new_signature, "the new key")
+        _check_clock(ctx.now, req.timestamp)
+        outcome, ended = store.rekey_client(
+            req.client_id,
+            req.public_key,
+            req.new_public_key,
+            req.nonce,
+            req.timestamp,
+            oldest_timestamp=ctx.now - CLOCK_SKEW_MS,
+            now=ctx.now,
+            record=lambda ended: ctx.record(Rekeyed(ended)),
+        )
+        if outcome is Grant.KEY_MISMATCH:
+            raise _bad_proof("this is not the client's registered key")
+        if outcome is Grant.NONCE_REPLAYED:
+            raise _bad_proof("the nonce was used before")
+        return Rekeyed(ended)
+
+    routes = {
+        MessageType.KEY_REQUEST: Route(Flags.SEALED_TO_SERVER, exchange, mutating=True),
+        MessageType.REKEY_REQUEST: Route(Flags.SEALED_TO_SERVER, rekey, mutating=True),
+    }
     routes.update(legacy_key_routes(store, data, session_ttl))  # served only to trusted gateways
     return Dispatcher(routes, store=store, master=data.master, server_key=data.server_key)
 
@@ -193,12 +245,8 @@ def verify_gateway(data: DataDir, msg: LegacyRegisterRequest | LegacyKeyRequest,
     gateway_key = keys.load_public_key(msg.gateway_key)
     if keys.fingerprint_digest(msg.gateway_key) not in trusted_gateways(data):
         raise _bad_proof("not a trusted gateway")
-    try:
-        keys.verify(gateway_key, gateway_signed_bytes(msg), msg.signature)
-    except IntegrityError:
-        raise _bad_proof("the gateway's signature does not verify") from None
-    if abs(msg.timestamp - now) > CLOCK_SKEW_MS:
-        raise _bad_proof("the request time is too far from the server's clock")
+    _check_signature(gateway_key, gateway_signed_bytes(msg), msg.signature, "the gateway")
+    _check_clock(now, msg.timestamp)
 
 
 def _legacy_client(store: Store, req: LegacyKeyRequest) -> ClientRow:

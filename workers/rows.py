@@ -54,7 +54,7 @@ class OverQuota(Exception):
 
 
 class Grant(enum.Enum):
-    """Outcome of :meth:`Store.grant_session`."""
+    """Outcome of a change of key: :meth:`Store.grant_session`, :meth:`Store.rekey_client`."""
 
     GRANTED = "granted"
     KEY_MISMATCH = "key-mismatch"  # the client holds another key, or is gone or revoked

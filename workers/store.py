@@ -15,6 +15,7 @@ Clients, sessions, nonces and recorded replies are here; uploads, chunks and fil
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from workers import db
@@ -54,8 +55,8 @@ __all__ = [  # the row types are re-exported: callers import everything from her
     "UploadRow",
 ]
 
-# The ``meta`` key of the revocation counter: bumped in the transaction that revokes a
-# client, so a worker that caches sessions sees that something was revoked.
+# The ``meta`` key of the revocation counter: bumped in every transaction that ends a
+# client's sessions (a revocation, a new key), so a worker that caches sessions sees it.
 REVOCATIONS_KEY = "revocations"
 
 
@@ -169,14 +170,7 @@ class Store(UploadTables):
                 ).rowcount
                 if updated != 1:
                     raise _Abort(Grant.KEY_MISMATCH)
-                self._db.execute("DELETE FROM key_nonces WHERE timestamp < ?", (oldest_timestamp,))
-                try:
-                    self._db.execute(
-                        "INSERT INTO key_nonces VALUES (?, ?, ?)",
-                        (session.client_id, nonce, timestamp),
-                    )
-                except sqlite3.IntegrityError:
-                    raise _Abort(Grant.NONCE_REPLAYED) from None
+                self._spend_nonce(session.client_id, nonce, timestamp, oldest_timestamp)
                 self._db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
                 self._db.execute(
                     "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
@@ -186,6 +180,71 @@ class Store(UploadTables):
         except _Abort as abort:
             return abort.outcome
         return Grant.GRANTED
+
+    @translated
+    def rekey_client(
+        self,
+        client_id: bytes,
+        public_key: bytes,
+        new_public_key: bytes,
+        nonce: bytes,
+        timestamp: int,
+        oldest_timestamp: int,
+        now: int,
+        record: Callable[[int], ReplyRecord],
+    ) -> tuple[Grant, int]:
+        """Move the client from ``public_key`` to ``new_public_key``, end every session it
+        has and spend the nonce, in one transaction; ``(outcome, sessions ended)``.
+
+        A client already on ``new_public_key`` (a rekey whose reply never arrived) keeps
+        its sessions and only spends the nonce. ``record(sessions_ended)`` is the reply.
+        """
+        try:
+            with db.write(self._db):
+                moved = self._db.execute(
+                    """UPDATE clients SET public_key = ?, last_seen = ?
+                       WHERE id = ? AND revoked = 0 AND legacy = 0 AND public_key = ?""",
+                    (new_public_key, now, client_id, public_key),
+                ).rowcount
+                if (
+                    moved != 1
+                    and not self._db.execute(
+                        """SELECT 1 FROM clients
+                       WHERE id = ? AND revoked = 0 AND legacy = 0 AND public_key = ?""",
+                        (client_id, new_public_key),
+                    ).fetchone()
+                ):
+                    raise _Abort(Grant.KEY_MISMATCH)
+                self._spend_nonce(client_id, nonce, timestamp, oldest_timestamp)
+                ended = self._end_sessions(client_id) if moved else 0
+                self._record(record(ended), now)
+        except _Abort as abort:
+            return abort.outcome, 0
+        return Grant.GRANTED, ended
+
+    def _spend_nonce(self, client_id: bytes, nonce: bytes, timestamp: int, oldest: int) -> None:
+        """Record a key-changing request's nonce (forgetting those older than ``oldest``,
+        which the clock check refuses anyway); ``_Abort`` if it was used before."""
+        self._db.execute("DELETE FROM key_nonces WHERE timestamp < ?", (oldest,))
+        try:
+            self._db.execute(
+                "INSERT INTO key_nonces VALUES (?, ?, ?)", (client_id, nonce, timestamp)
+            )
+        except sqlite3.IntegrityError:
+            raise _Abort(Grant.NONCE_REPLAYED) from None
+
+    def _end_sessions(self, client_id: bytes) -> int:
+        """Delete the client's sessions and bump the revocation counter, so that every
+        worker's session cache forgets them before its next lookup; how many were ended."""
+        ended = self._db.execute("DELETE FROM sessions WHERE client_id = ?", (client_id,))
+        count = self._db.execute(
+            "SELECT value FROM meta WHERE key = ?", (REVOCATIONS_KEY,)
+        ).fetchone()
+        value = int.from_bytes(count[0], "big") + 1 if count else 1
+        self._db.execute(
+            "INSERT OR REPLACE INTO meta VALUES (?, ?)", (REVOCATIONS_KEY, value.to_bytes(8, "big"))
+        )
+        return int(ended.rowcount)
 
     @translated
     def get_session(self, session_id: bytes) -> SessionRow | None:
@@ -239,7 +298,7 @@ class Store(UploadTables):
 
     @translated
     def revocation_count(self) -> int:
-        """How many revocations were ever made (``cipherdrop-admin revoke`` bumps it).
+        """How many times sessions were ended (``cipherdrop-admin revoke``, a rekey).
 
         One primary-key read: cheap enough for a session cache to ask on every lookup.
         """

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from Crypto.PublicKey import RSA
+
 from common import crypto, keys
 from common.codec import (
     decode_body,
@@ -24,9 +26,11 @@ from common.codec import (
     encode_envelope,
     key_request_signed_bytes,
     new_request_id,
+    rekey_signed_bytes,
     session_granted_signed_bytes,
 )
 from common.compress import compress_chunk
+from common.fields import MAX_PUBLIC_KEY_LEN
 from common.keys import RsaKey
 from common.messages import (
     NO_FLAGS,
@@ -41,6 +45,8 @@ from common.messages import (
     MessageType,
     Registered,
     RegisterRequest,
+    Rekeyed,
+    RekeyRequest,
     SessionGranted,
     StreamPosition,
     UploadBegin,
@@ -69,6 +75,22 @@ MAX_CHUNK = 8 * 1024 * 1024
 def rsa_key(label: str) -> RsaKey:
     """One key pair per label for the whole test session."""
     return keys.generate_private_key(BITS)
+
+
+@functools.cache
+def bad_public_keys() -> dict[str, bytes]:
+    """Public keys no key exchange accepts, each with why."""
+    good = keys.public_key_der(rsa_key("alice"))
+    return {
+        "empty": b"",
+        "junk": b"not a key",
+        "truncated": good[:-1],
+        "trailing byte": good + b"\x00",
+        "PEM instead of DER": rsa_key("alice").public_key().export_key("PEM"),
+        "RSA-1024": RSA.generate(1024).public_key().export_key("DER"),
+        "exponent 3": RSA.construct((RSA.generate(2048, e=3).n, 3)).export_key("DER"),
+        "longer than any key": good + bytes(MAX_PUBLIC_KEY_LEN),
+    }
 
 
 def envelope(
@@ -214,6 +236,36 @@ class Client:
             self.session_key = keys.unwrap_key(self.key, reply.wrapped_key)
             self.session_id = reply.session_id
             self.session_keys = crypto.derive_session_keys(self.session_key, reply.session_id)
+        return reply
+
+    def rekey_request(
+        self, new_key: RsaKey, nonce: bytes | None = None, timestamp: int | None = None
+    ) -> RekeyRequest:
+        """A request moving this client to ``new_key``, signed by both keys."""
+        unsigned = RekeyRequest(
+            self.client_id,
+            self.name,
+            self.public_der,
+            keys.public_key_der(new_key),
+            self.server.now if timestamp is None else timestamp,
+            nonce or secrets.token_bytes(16),
+            b"\0",
+            b"\0",
+        )
+        signed = rekey_signed_bytes(unsigned)
+        return dataclasses.replace(
+            unsigned,
+            signature=keys.sign(self.key, signed),
+            new_signature=keys.sign(new_key, signed),
+        )
+
+    def rekey(self, new_key: RsaKey, request: RekeyRequest | None = None) -> Message:
+        """Send a rekey; on ``Rekeyed`` this client holds ``new_key`` from then on."""
+        request = request or self.rekey_request(new_key)
+        frames, one_time_key = self.sealed(request)
+        reply = self.open_reply(self.server.call("key", frames), frames[0], one_time_key)
+        if isinstance(reply, Rekeyed):
+            self.key = new_key
         return reply
 
     # -- session requests ------------------------------------------------------------

@@ -15,6 +15,7 @@ from common.codec import (
     encode_body,
     error_code_for,
     key_request_signed_bytes,
+    rekey_signed_bytes,
     session_granted_signed_bytes,
 )
 from common.errors import LocalProtocolError, RemoteProtocolError
@@ -44,6 +45,8 @@ from common.messages import (
     MessageType,
     Registered,
     RegisterRequest,
+    Rekeyed,
+    RekeyRequest,
     Renamed,
     RenameFile,
     ServerKey,
@@ -95,6 +98,18 @@ VALID: list[Message] = [
     ServerKey(b"\x30" * 2048),
     KeyRequest(ID, "alice", b"\x30" * 420, 1_700_000_000_000, ID2, b"\x01" * 384),
     SessionGranted(ID, b"\x02" * 384, 1_700_000_360_000, b"\x03" * 384),
+    RekeyRequest(
+        ID,
+        "alice",
+        b"\x30" * 420,
+        b"\x31" * 550,
+        1_700_000_000_000,
+        ID2,
+        b"\x01" * 384,
+        b"\x02" * 512,
+    ),
+    Rekeyed(0),
+    Rekeyed(2**63 - 1),
     UploadBegin("big.iso", 5 * 2**30, 2**20, 5 * 2**10),
     UploadBegin("empty", 0, 2**20, 1),
     UploadBegin("resumable", 3, 2**20, 1, bytes(16)),
@@ -208,6 +223,17 @@ BAD_FIELDS: dict[type, dict[str, list[object]]] = {
         "nonce": ID_BAD,
         "signature": SIG_BAD,
     },
+    RekeyRequest: {
+        "client_id": ID_BAD,
+        "name": CLIENT_NAME_BAD,
+        "public_key": PUBLIC_KEY_BAD,
+        "new_public_key": PUBLIC_KEY_BAD,
+        "timestamp": U63_BAD,
+        "nonce": ID_BAD,
+        "signature": SIG_BAD,
+        "new_signature": SIG_BAD,
+    },
+    Rekeyed: {"sessions_ended": U63_BAD},
     SessionGranted: {
         "session_id": ID_BAD,
         "wrapped_key": [b"", bytes(1025), None],
@@ -527,3 +553,27 @@ def test_signed_bytes_cover_every_field_but_the_signature() -> None:
         session_granted_signed_bytes(grant, b"short")
     with pytest.raises(LocalProtocolError):
         key_request_signed_bytes(dataclasses.replace(req, name="a/b"))
+
+
+def test_rekey_signed_bytes_cover_every_field_but_the_signatures() -> None:
+    req = next(m for m in VALID if isinstance(m, RekeyRequest))
+    base = rekey_signed_bytes(req)
+    unsigned = dataclasses.replace(req, signature=b"\x09", new_signature=b"\x09")
+    assert rekey_signed_bytes(unsigned) == base
+    changes: list[dict[str, Any]] = [
+        {"client_id": ID2},
+        {"name": "bob"},
+        {"public_key": b"\x32"},
+        {"new_public_key": b"\x32"},
+        {"timestamp": 1},
+        {"nonce": ID},
+    ]
+    for change in changes:
+        assert rekey_signed_bytes(dataclasses.replace(req, **change)) != base
+    # The old and the new key swapped sign other bytes: a rekey cannot be turned around.
+    swapped = dataclasses.replace(req, public_key=req.new_public_key, new_public_key=req.public_key)
+    assert rekey_signed_bytes(swapped) != base
+    # A context of its own: no other signature of the protocol passes for a rekey's.
+    assert msgpack.unpackb(base)[0] == "cipherdrop/1 rekey"
+    with pytest.raises(LocalProtocolError):
+        rekey_signed_bytes(dataclasses.replace(req, new_public_key=b""))

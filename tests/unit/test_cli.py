@@ -92,7 +92,16 @@ def test_exit_statuses_are_distinct() -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["frobnicate"], ["put"], ["register"], ["put", "f", "--bogus"], ["--log-level", "loud"]],
+    [
+        [],
+        ["frobnicate"],
+        ["put"],
+        ["register"],
+        ["put", "f", "--bogus"],
+        ["--log-level", "loud"],
+        ["rekey", "extra"],
+        ["passphrase", "--bogus"],
+    ],
 )
 def test_usage_errors_exit_2_without_traceback(argv: list[str], tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as info:
@@ -413,3 +422,80 @@ def test_put_from_standard_input_that_is_a_terminal_is_refused(
     code, out, err = run(["put", "-", "--name", "typed.txt"], registered)
     assert code == ExitStatus.FILE_ERROR and out == ""
     assert "standard input is a terminal" in err
+
+
+# --- passphrase ----------------------------------------------------------------------------
+
+
+def key_pem(home: Path) -> bytes:
+    return (home / identity.PRIVATE_KEY_FILE).read_bytes()
+
+
+def test_passphrase_puts_the_key_under_one_changes_it_and_removes_it(
+    registered: Path, private_key: keys.RsaKey
+) -> None:
+    der = keys.public_key_der(private_key)
+    code, out, err = run(["passphrase"], registered, CIPHERDROP_NEW_PASSPHRASE="first words")
+    assert code == ExitStatus.OK, err
+    assert "now under the new passphrase" in out
+    assert identity.is_encrypted_pem(registered)
+    assert (registered / identity.PRIVATE_KEY_FILE).stat().st_mode & 0o777 == 0o600
+    assert keys.public_key_der(identity.load_private_key(registered, "first words")) == der
+
+    code, _, err = run(
+        ["passphrase"],
+        registered,
+        CIPHERDROP_PASSPHRASE="first words",
+        CIPHERDROP_NEW_PASSPHRASE="second words",
+    )
+    assert code == ExitStatus.OK, err
+    with pytest.raises(ConfigError):
+        identity.load_private_key(registered, "first words")
+    assert keys.public_key_der(identity.load_private_key(registered, "second words")) == der
+
+    code, out, err = run(
+        ["passphrase", "--remove"], registered, CIPHERDROP_PASSPHRASE="second words"
+    )
+    assert code == ExitStatus.OK, err
+    assert "no longer under a passphrase" in out
+    assert not identity.is_encrypted_pem(registered)
+    assert keys.public_key_der(identity.load_private_key(registered, None)) == der
+
+
+def test_passphrase_with_the_wrong_current_one_changes_nothing(registered: Path) -> None:
+    run(["passphrase"], registered, CIPHERDROP_NEW_PASSPHRASE="right words")
+    before = key_pem(registered)
+    code, _, err = run(
+        ["passphrase"],
+        registered,
+        CIPHERDROP_PASSPHRASE="wrong words",
+        CIPHERDROP_NEW_PASSPHRASE="other words",
+    )
+    assert code == ExitStatus.CONFIG
+    assert "wrong passphrase" in err and "Traceback" not in err
+    assert key_pem(registered) == before
+
+
+def test_passphrase_without_a_new_one_off_a_terminal_changes_nothing(registered: Path) -> None:
+    before = key_pem(registered)
+    code, _, err = run(["passphrase"], registered)
+    assert code == ExitStatus.CONFIG
+    assert "CIPHERDROP_NEW_PASSPHRASE" in err
+    assert key_pem(registered) == before
+
+
+def test_passphrase_waits_for_an_unfinished_rekey(
+    registered: Path, private_key: keys.RsaKey
+) -> None:
+    identity.save_next_key(registered, private_key, None)
+    before = key_pem(registered)
+    code, _, err = run(["passphrase"], registered, CIPHERDROP_NEW_PASSPHRASE="new words")
+    assert code == ExitStatus.CONFIG
+    assert "run 'cipherdrop rekey' first" in err
+    assert key_pem(registered) == before
+
+
+def test_passphrase_of_an_unregistered_home(tmp_path: Path) -> None:
+    code, _, err = run(["passphrase"], tmp_path / "nobody", CIPHERDROP_NEW_PASSPHRASE="words")
+    assert code == ExitStatus.NOT_REGISTERED
+    assert "cipherdrop register" in err

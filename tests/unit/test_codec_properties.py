@@ -43,6 +43,8 @@ from common.messages import (
     MessageType,
     Registered,
     RegisterRequest,
+    Rekeyed,
+    RekeyRequest,
     ServerKey,
     ServerKeyRequest,
     SessionGranted,
@@ -104,6 +106,8 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(ServerKey, public_keys),
     st.builds(KeyRequest, ids, client_names, public_keys, u63, ids, blob),
     st.builds(SessionGranted, ids, blob, u63, blob),
+    st.builds(RekeyRequest, ids, client_names, public_keys, public_keys, u63, ids, blob, blob),
+    st.builds(Rekeyed, u63),
     sized().flatmap(
         lambda s: st.builds(UploadBegin, file_names, *map(st.just, s), st.binary(max_size=32))
     ),

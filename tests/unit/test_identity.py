@@ -85,6 +85,49 @@ def test_key_readable_by_others_is_refused(tmp_path: Path, private_key: RsaKey) 
         ident.load_private_key(home, None)
 
 
+def test_the_key_of_a_rekey_is_kept_private_and_then_adopted(
+    tmp_path: Path, private_key: RsaKey
+) -> None:
+    home = tmp_path / "home"
+    ident.save_identity(make_identity(home), private_key, "correct horse")
+    assert ident.load_next_key(home, "correct horse") is None  # no rekey under way
+    new_key = keys.generate_private_key(2048)
+    old = os.umask(0)
+    try:
+        ident.save_next_key(home, new_key, "correct horse")
+    finally:
+        os.umask(old)
+    assert mode(home / ident.NEXT_KEY_FILE) == 0o600
+    with pytest.raises(ConfigError, match="not under this passphrase"):
+        ident.load_next_key(home, "wrong")
+    loaded = ident.load_next_key(home, "correct horse")
+    assert loaded is not None and keys.public_key_der(loaded) == keys.public_key_der(new_key)
+    # Until it is adopted, the client's key is the old one.
+    current = ident.load_private_key(home, "correct horse")
+    assert keys.public_key_der(current) == keys.public_key_der(private_key)
+    ident.adopt_next_key(home)
+    assert not (home / ident.NEXT_KEY_FILE).exists()
+    assert mode(home / ident.PRIVATE_KEY_FILE) == 0o600
+    adopted = ident.load_private_key(home, "correct horse")
+    assert keys.public_key_der(adopted) == keys.public_key_der(new_key)
+
+
+@pytest.mark.parametrize("damage", ["junk", "readable by others"])
+def test_a_damaged_or_exposed_rekey_key_is_refused(
+    tmp_path: Path, private_key: RsaKey, damage: str
+) -> None:
+    home = tmp_path / "home"
+    ident.save_identity(make_identity(home), private_key, None)
+    ident.save_next_key(home, private_key, None)
+    path = home / ident.NEXT_KEY_FILE
+    if damage == "junk":
+        path.write_bytes(b"-----BEGIN PRIVATE KEY-----\nnot base64\n")
+    else:
+        path.chmod(0o644)
+    with pytest.raises(ConfigError, match=ident.NEXT_KEY_FILE):
+        ident.load_next_key(home, None)
+
+
 def test_missing_identity_is_not_registered(tmp_path: Path) -> None:
     with pytest.raises(ident.NotRegisteredError, match="cipherdrop register"):
         ident.load_identity(tmp_path)

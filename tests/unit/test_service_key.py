@@ -1,4 +1,9 @@
-"""cipherdrop.key: proof of possession of the registered key, replays, fresh session keys."""
+"""cipherdrop.key: proof of possession of the registered key, replays, fresh session keys;
+and RekeyRequest, which moves a client to a new key signed by the old and the new.
+
+Every refusal leaves the store as it was and the client on its old key; a move ends every
+session the client had, including in the file service's session cache.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,14 @@ import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgpack
 import pytest
 
 from common import keys
-from common.messages import SessionGranted
+from common.messages import FileList, Flags, ListFiles, MessageType, Rekeyed, SessionGranted
 from workers.keyx import CLOCK_SKEW_MS
 
-from .server_harness import Client, Server, error_code, rsa_key
+from .server_harness import Client, Server, bad_public_keys, envelope, error_code, rsa_key
 
 
 @pytest.fixture
@@ -136,3 +142,154 @@ def test_a_timestamp_outside_the_window_is_refused(
 def test_a_revoked_client_gets_no_session(server: Server, alice: Client) -> None:
     server.store._db.execute("UPDATE clients SET revoked = 1 WHERE id = ?", (alice.client_id,))
     assert error_code(alice.connect()) == "unknown-client"
+
+
+# --- rekey ---------------------------------------------------------------------------------
+
+
+def stored_key(server: Server, client: Client) -> bytes | None:
+    row = server.store.get_client(client.client_id)
+    assert row is not None
+    return row.public_key
+
+
+def test_rekey_moves_the_client_to_the_new_key(server: Server, alice: Client) -> None:
+    old_key = alice.key
+    assert alice.rekey(rsa_key("alice-2")) == Rekeyed(sessions_ended=0)
+    assert stored_key(server, alice) == keys.public_key_der(rsa_key("alice-2"))
+    assert isinstance(alice.connect(), SessionGranted)  # with the new key
+    with_old = dataclasses.replace(alice, key=old_key)
+    assert error_code(with_old.connect()) == "bad-proof"
+
+
+def test_rekey_ends_every_session_even_cached_ones(server: Server, alice: Client) -> None:
+    alice.connect()
+    first_session = (alice.session_id, alice.session_keys)
+    alice.connect()
+    assert isinstance(alice.ask(ListFiles()), FileList)  # the file service caches it now
+    assert alice.rekey(rsa_key("alice-2")) == Rekeyed(sessions_ended=2)
+    assert error_code(alice.ask(ListFiles())) == "unknown-session"
+    alice.session_id, alice.session_keys = first_session
+    assert error_code(alice.ask(ListFiles())) == "unknown-session"
+    alice.connect()
+    assert isinstance(alice.ask(ListFiles()), FileList)
+
+
+@pytest.mark.parametrize("which", ["signature", "new_signature"])
+def test_a_bad_signature_by_either_key_is_refused(
+    server: Server, alice: Client, which: str
+) -> None:
+    request = alice.rekey_request(rsa_key("alice-2"))
+    forged = dataclasses.replace(request, **{which: bytes(len(getattr(request, which)))})
+    before = server.dump()
+    assert error_code(alice.rekey(rsa_key("alice-2"), forged)) == "bad-proof"
+    assert server.dump() == before
+    assert isinstance(alice.connect(), SessionGranted)  # still on the old key
+
+
+def test_nobody_can_move_another_client_to_their_key(server: Server, alice: Client) -> None:
+    alice.connect()
+    # Mallory knows alice's id and name; she holds only keys of her own.
+    mallory = Client(server, "alice", rsa_key("mallory"), client_id=alice.client_id)
+    before = server.dump()
+    assert error_code(mallory.rekey(rsa_key("mallory-2"))) == "bad-proof"
+    # Naming alice's key as the current one does not help without its signature.
+    claimed = dataclasses.replace(
+        mallory.rekey_request(rsa_key("mallory-2")), public_key=alice.public_der
+    )
+    assert error_code(mallory.rekey(rsa_key("mallory-2"), claimed)) == "bad-proof"
+    assert server.dump() == before
+    assert isinstance(alice.ask(ListFiles()), FileList)  # her session was not ended
+
+
+def test_the_new_key_must_sign_too(server: Server, alice: Client) -> None:
+    # Whoever holds alice's key cannot move her to a key nobody holds (or someone else's).
+    request = alice.rekey_request(rsa_key("alice-2"))
+    someone_elses = dataclasses.replace(request, new_public_key=keys.public_key_der(rsa_key("bob")))
+    before = server.dump()
+    assert error_code(alice.rekey(rsa_key("bob"), someone_elses)) == "bad-proof"
+    assert server.dump() == before
+
+
+@pytest.mark.parametrize("why", list(bad_public_keys()))
+def test_a_new_key_no_exchange_would_accept_is_refused(
+    server: Server, alice: Client, why: str
+) -> None:
+    request = alice.rekey_request(rsa_key("alice-2"))
+    body = dataclasses.asdict(request) | {"new_public_key": bad_public_keys()[why]}
+    env = envelope(MessageType.REKEY_REQUEST, flags=Flags.SEALED_TO_SERVER)
+    payload, one_time_key = keys.seal_to_public_key(alice.server_public, msgpack.packb(body), env)
+    before = server.dump()
+    reply = alice.open_reply(server.call("key", [env, payload]), env, one_time_key)
+    assert error_code(reply) == "bad-request"
+    assert server.dump() == before
+
+
+def test_the_current_key_is_no_new_key(server: Server, alice: Client) -> None:
+    before = server.dump()
+    assert error_code(alice.rekey(alice.key)) == "bad-request"
+    assert server.dump() == before
+
+
+def test_a_replayed_rekey_changes_nothing(server: Server, alice: Client) -> None:
+    request = alice.rekey_request(rsa_key("alice-2"))
+    frames, one_time_key = alice.sealed(request)
+    first = alice.open_reply(server.call("key", frames), frames[0], one_time_key)
+    assert first == Rekeyed(0)
+    before = server.dump()
+    again = alice.open_reply(server.call("key", frames), frames[0], one_time_key)
+    assert again == first and server.outcomes[-1] == "replayed"
+    assert server.dump() == before
+
+
+def test_a_spent_nonce_is_refused_for_a_rekey_too(server: Server, alice: Client) -> None:
+    request = alice.rekey_request(rsa_key("alice-2"))
+    old = dataclasses.replace(alice)
+    assert alice.rekey(rsa_key("alice-2"), request) == Rekeyed(0)
+    before = server.dump()
+    assert error_code(old.rekey(rsa_key("alice-2"), request)) == "bad-proof"
+    assert server.dump() == before
+
+
+def test_a_client_already_on_the_new_key_is_answered_as_moved(
+    server: Server, alice: Client
+) -> None:
+    # The rekey was done but its reply lost with the client: a fresh request for the same
+    # change finishes it without ending the sessions made with the new key since.
+    old = dataclasses.replace(alice)
+    assert alice.rekey(rsa_key("alice-2")) == Rekeyed(0)
+    alice.connect()
+    assert old.rekey(rsa_key("alice-2")) == Rekeyed(0)
+    assert stored_key(server, alice) == keys.public_key_der(rsa_key("alice-2"))
+    assert isinstance(alice.ask(ListFiles()), FileList)
+
+
+@pytest.mark.parametrize("skew", [CLOCK_SKEW_MS + 1, -CLOCK_SKEW_MS - 1])
+def test_a_rekey_outside_the_clock_window_is_refused(
+    server: Server, alice: Client, skew: int
+) -> None:
+    request = alice.rekey_request(rsa_key("alice-2"), timestamp=server.now + skew)
+    before = server.dump()
+    assert error_code(alice.rekey(rsa_key("alice-2"), request)) == "bad-proof"
+    assert server.dump() == before
+
+
+def test_unknown_revoked_and_misnamed_clients_are_refused(server: Server, alice: Client) -> None:
+    ghost = Client(server, "ghost", rsa_key("mallory"), client_id=b"g" * 16)
+    misnamed = Client(server, "alicia", alice.key, client_id=alice.client_id)
+    before = server.dump()
+    assert error_code(ghost.rekey(rsa_key("mallory-2"))) == "unknown-client"
+    assert error_code(misnamed.rekey(rsa_key("alice-2"))) == "unknown-client"
+    assert server.dump() == before
+    server.store._db.execute("UPDATE clients SET revoked = 1 WHERE id = ?", (alice.client_id,))
+    assert error_code(alice.rekey(rsa_key("alice-2"))) == "unknown-client"
+
+
+def test_a_client_without_a_key_has_nothing_to_move_from(server: Server, alice: Client) -> None:
+    # A row an earlier server wrote: its first key exchange sets the key, not a rekey.
+    server.store._db.execute(
+        "UPDATE clients SET public_key = NULL WHERE id = ?", (alice.client_id,)
+    )
+    before = server.dump()
+    assert error_code(alice.rekey(rsa_key("alice-2"))) == "bad-proof"
+    assert server.dump() == before

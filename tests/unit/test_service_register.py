@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import msgpack
 import pytest
-from Crypto.PublicKey import RSA
 
 from common import keys
 from common.codec import decode_body, decode_envelope, encode_body
-from common.fields import MAX_PUBLIC_KEY_LEN
 from common.messages import (
     ErrorReply,
     Flags,
@@ -26,7 +23,7 @@ from common.messages import (
 from workers.admin_store import AdminStore
 from workers.register import invite_digest, register_service
 
-from .server_harness import Client, Server, envelope, error_code, rsa_key
+from .server_harness import Client, Server, bad_public_keys, envelope, error_code, rsa_key
 
 
 @pytest.fixture
@@ -80,28 +77,13 @@ def test_invalid_names_are_refused_and_store_nothing(server: Server, name: str) 
     assert server.dump() == before
 
 
-@functools.cache
-def _bad_public_keys() -> dict[str, bytes]:
-    good = keys.public_key_der(rsa_key("alice"))
-    return {
-        "empty": b"",
-        "junk": b"not a key",
-        "truncated": good[:-1],
-        "trailing byte": good + b"\x00",
-        "PEM instead of DER": rsa_key("alice").public_key().export_key("PEM"),
-        "RSA-1024": RSA.generate(1024).public_key().export_key("DER"),
-        "exponent 3": RSA.construct((RSA.generate(2048, e=3).n, 3)).export_key("DER"),
-        "longer than any key": good + bytes(MAX_PUBLIC_KEY_LEN),
-    }
-
-
-@pytest.mark.parametrize("why", list(_bad_public_keys()))
+@pytest.mark.parametrize("why", list(bad_public_keys()))
 def test_a_key_no_exchange_would_accept_is_refused_and_stores_nothing(
     server: Server, why: str
 ) -> None:
     client = Client(server, "alice", rsa_key("alice"))
     before = server.dump()
-    body = msgpack.packb({"name": "alice", "public_key": _bad_public_keys()[why]})
+    body = msgpack.packb({"name": "alice", "public_key": bad_public_keys()[why]})
     env = envelope(MessageType.REGISTER_REQUEST, flags=Flags.SEALED_TO_SERVER)
     payload, key = keys.seal_to_public_key(client.server_public, body, env)
     reply = client.open_reply(server.call("register", [env, payload]), env, key)

@@ -17,6 +17,7 @@ from common.codec import (
     encode_body,
     encode_envelope,
     key_request_signed_bytes,
+    rekey_signed_bytes,
     session_granted_signed_bytes,
 )
 from common.crypto import derive_session_keys, open_sealed, seal_chunk
@@ -30,6 +31,7 @@ from common.messages import (
     KeyRequest,
     Message,
     MessageType,
+    RekeyRequest,
     SessionGranted,
     StreamPosition,
     UploadInfo,
@@ -105,6 +107,8 @@ def test_signed_bytes_vectors(vector: dict[str, Any]) -> None:
     msg = build_body(body["type"], body["value"])
     if isinstance(msg, KeyRequest):
         signed = key_request_signed_bytes(msg)
+    elif isinstance(msg, RekeyRequest):
+        signed = rekey_signed_bytes(msg)
     else:
         assert isinstance(msg, SessionGranted)
         signed = session_granted_signed_bytes(msg, bytes.fromhex(vector["request_nonce"]))
