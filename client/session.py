@@ -43,6 +43,8 @@ from common.codec import (
     rekey_signed_bytes,
     session_granted_signed_bytes,
 )
+from common.ephemeral import Ephemeral
+from common.ephemeral import session_key as derive_session_key
 from common.errors import RefusedError, RemoteProtocolError
 from common.keys import RsaKey
 from common.mdp import Part
@@ -143,11 +145,13 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class KeyExchange:
-    """A key request in flight: the nonce the server's grant must be bound to."""
+    """A key request in flight: the nonce the server's grant must be bound to, and the
+    one-use X25519 key whose exchange with the server's gives part of the session key."""
 
     outgoing: Outgoing
     client_id: bytes
     nonce: bytes
+    ephemeral: Ephemeral = field(repr=False)
 
 
 def refused(reply: ErrorReply) -> RefusedError:
@@ -199,12 +203,15 @@ def register_request(
 def key_request(
     server_key: RsaKey, client_id: bytes, name: str, private_key: RsaKey, now_ms: int
 ) -> KeyExchange:
-    """A KeyRequest proving possession of ``private_key``, sealed to the server key."""
+    """A KeyRequest proving possession of ``private_key``, with a one-use X25519 key,
+    sealed to the server key."""
     nonce = secrets.token_bytes(16)
-    unsigned = KeyRequest(client_id, name, keys.public_key_der(private_key), now_ms, nonce, b"-")
+    ephemeral = Ephemeral()
+    public_key = keys.public_key_der(private_key)
+    unsigned = KeyRequest(client_id, name, public_key, now_ms, nonce, ephemeral.public, b"-")
     signature = keys.sign(private_key, key_request_signed_bytes(unsigned))
-    request = KeyRequest(client_id, name, unsigned.public_key, now_ms, nonce, signature)
-    return KeyExchange(sealed_to_server(server_key, request), client_id, nonce)
+    request = dataclasses.replace(unsigned, signature=signature)
+    return KeyExchange(sealed_to_server(server_key, request), client_id, nonce, ephemeral)
 
 
 def rekey_request(
@@ -350,14 +357,17 @@ def open_registered(req: Outgoing, reply: Sequence[Frame]) -> bytes:
 def open_session_granted(
     kx: KeyExchange, reply: Sequence[Frame], server_key: RsaKey, private_key: RsaKey
 ) -> Session:
-    """Verify the grant's signature with the pinned server key and unwrap the session key."""
+    """Verify the grant's signature with the pinned server key, unwrap the secret and
+    derive the session key from it and the X25519 exchange of the two one-use keys."""
     env, _, payload = _check_reply(kx.outgoing, reply)
     if env.flags is NO_FLAGS and env.type is MessageType.SESSION_GRANTED:
         grant = _body(env, payload, SessionGranted)  # signed, and its key is wrapped to us
     else:
         grant = open_sealed_reply(kx.outgoing, reply, SessionGranted)
     keys.verify(server_key, session_granted_signed_bytes(grant, kx.nonce), grant.signature)
-    session_key = keys.unwrap_key(private_key, grant.wrapped_key)
+    secret = keys.unwrap_key(private_key, grant.wrapped_key)
+    shared = kx.ephemeral.agree(grant.ephemeral)
+    session_key = derive_session_key(shared, secret, grant.session_id)
     return Session(
         client_id=kx.client_id,
         session_id=grant.session_id,

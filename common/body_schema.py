@@ -154,6 +154,7 @@ _SIGNATURE = _field("signature", partial(check_bytes, maximum=MAX_SIGNATURE_LEN)
 _PUBLIC_KEY = _field("public_key", partial(check_bytes, maximum=MAX_PUBLIC_KEY_LEN))
 _GATEWAY_KEY = _field("gateway_key", partial(check_bytes, maximum=MAX_PUBLIC_KEY_LEN))
 _SOURCE = _field("source", partial(check_bytes, minimum=0, maximum=MAX_SOURCE_LEN))
+_EPHEMERAL = _field("ephemeral", partial(check_bytes, minimum=32, maximum=32))  # X25519
 
 
 def _after_name(value: object, field: str) -> str:
@@ -176,6 +177,7 @@ SCHEMAS: dict[type, tuple[Field, ...]] = {
         _PUBLIC_KEY,
         _field("timestamp", check_uint),
         _field("nonce", check_id),
+        _EPHEMERAL,
         _SIGNATURE,
     ),
     RekeyRequest: (
@@ -193,6 +195,7 @@ SCHEMAS: dict[type, tuple[Field, ...]] = {
         _field("session_id", check_id),
         _field("wrapped_key", partial(check_bytes, maximum=MAX_WRAPPED_KEY_LEN)),
         _field("expires_at", check_uint),
+        _EPHEMERAL,
         _SIGNATURE,
     ),
     UploadBegin: (

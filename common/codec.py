@@ -139,12 +139,21 @@ def error_code_for(exc: RemoteProtocolError) -> ErrorCode:
 def key_request_signed_bytes(req: KeyRequest) -> bytes:
     """What the client signs (RSA-PSS-SHA256) to prove it holds ``req.public_key``.
 
-    ``msgpack([context, client_id, name, public_key, timestamp, nonce])``: every field but
-    the signature, behind a context string so the bytes mean nothing anywhere else.
+    ``msgpack([context, client_id, name, public_key, timestamp, nonce, ephemeral])``:
+    every field but the signature, behind a context string so the bytes mean nothing
+    anywhere else.
     """
     encode_body(req)  # refuse to sign or verify what could not travel
     return _pack(
-        [KEY_REQUEST_CONTEXT, req.client_id, req.name, req.public_key, req.timestamp, req.nonce]
+        [
+            KEY_REQUEST_CONTEXT,
+            req.client_id,
+            req.name,
+            req.public_key,
+            req.timestamp,
+            req.nonce,
+            req.ephemeral,
+        ]
     )
 
 
@@ -171,7 +180,7 @@ def rekey_signed_bytes(req: RekeyRequest) -> bytes:
 def session_granted_signed_bytes(reply: SessionGranted, request_nonce: bytes) -> bytes:
     """What the server signs: the grant bound to the nonce of the request it answers.
 
-    ``msgpack([context, session_id, wrapped_key, expires_at, request_nonce])``.
+    ``msgpack([context, session_id, wrapped_key, expires_at, ephemeral, request_nonce])``.
     """
     encode_body(reply)
     try:
@@ -179,5 +188,12 @@ def session_granted_signed_bytes(reply: SessionGranted, request_nonce: bytes) ->
     except RemoteProtocolError as exc:
         raise LocalProtocolError(str(exc)) from exc
     return _pack(
-        [SESSION_GRANTED_CONTEXT, reply.session_id, reply.wrapped_key, reply.expires_at, nonce]
+        [
+            SESSION_GRANTED_CONTEXT,
+            reply.session_id,
+            reply.wrapped_key,
+            reply.expires_at,
+            reply.ephemeral,
+            nonce,
+        ]
     )

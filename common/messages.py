@@ -129,13 +129,15 @@ class ServerKey:
 
 @dataclass(frozen=True, slots=True)
 class KeyRequest:
-    """First key upload and every reconnect; ``signature`` covers ``key_request_signed_bytes``."""
+    """First key upload and every reconnect; ``signature`` covers ``key_request_signed_bytes``.
+    ``ephemeral``: the client's one-use X25519 public key (forward secrecy)."""
 
     client_id: bytes
     name: str
     public_key: bytes
     timestamp: int
     nonce: bytes
+    ephemeral: bytes
     signature: bytes
 
 
@@ -165,11 +167,14 @@ class Rekeyed:
 
 @dataclass(frozen=True, slots=True)
 class SessionGranted:
-    """``signature`` is the server's, over ``session_granted_signed_bytes(reply, nonce)``."""
+    """``signature`` is the server's, over ``session_granted_signed_bytes(reply, nonce)``.
+    The session key is derived from the secret in ``wrapped_key`` and the X25519 exchange
+    of the request's and this reply's ``ephemeral`` keys (common.ephemeral)."""
 
     session_id: bytes
     wrapped_key: bytes
     expires_at: int
+    ephemeral: bytes
     signature: bytes
 
 

@@ -21,9 +21,12 @@ of the client ends with it, so whoever held the old key or a session made with i
 A client already on the new key (its rekey was done but the reply lost) is answered as
 if moved, with no session ended.
 
-The grant is a fresh 32-byte session key and 16-byte session id, valid for the session
-TTL; the key travels RSA-OAEP-wrapped to the client's key, the grant is signed by the
-server key and bound to the request's nonce; the store keeps it wrapped by the master key.
+The grant is a fresh 16-byte session id and a session key valid for the session TTL: a
+32-byte secret travels RSA-OAEP-wrapped to the client's key, and the session key is
+derived from it and from an X25519 exchange of one-use keys (``KeyRequest.ephemeral`` and
+``SessionGranted.ephemeral``), so a recording of the exchange is worthless to whoever
+later obtains the client's RSA key. The grant is signed by the server key and bound to
+the request's nonce; the store keeps the session key wrapped by the master key.
 
 ``LegacyKeyRequest`` is the same exchange made by a trusted gateway for a client of the
 legacy protocol (see the section at the end of this module and docs/legacy.md).
@@ -32,7 +35,6 @@ legacy protocol (see the section at the end of this module and docs/legacy.md).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import secrets
 from collections.abc import Callable
 from typing import TypeVar
@@ -44,6 +46,8 @@ from common.codec import (
     rekey_signed_bytes,
     session_granted_signed_bytes,
 )
+from common.ephemeral import Ephemeral
+from common.ephemeral import session_key as derive_session_key
 from common.errors import ConfigError, IntegrityError, RefusedError, RemoteProtocolError
 from common.fields import ID_LEN
 from common.keys import RsaKey
@@ -104,22 +108,37 @@ def _issue_session(
     req: KeyRequest | LegacyKeyRequest,
     *,
     expires_at: int,
-    make_grant: Callable[[bytes, bytes, int, bytes], _Granted],
+    make_grant: Callable[[bytes, bytes, int, bytes, bytes], _Granted],
     signed_bytes: Callable[[_Granted, bytes], bytes],
     wrap_to: RsaKey,
     client_id: bytes,
     public_key: bytes,
+    peer_ephemeral: bytes | None = None,
 ) -> _Granted:
-    """Grant a fresh session to ``client_id``, its key wrapped to ``wrap_to``.
+    """Grant a fresh session to ``client_id``, its secret wrapped to ``wrap_to``.
 
-    ``make_grant(session_id, wrapped_key, expires_at, signature)`` builds the reply, which
-    is signed by the server key over ``signed_bytes(grant, req.nonce)``. The store records
-    ``public_key`` (or refuses it), spends the nonce and keeps the session key wrapped by the
-    master key, all in one transaction with the reply.
+    With the client's one-use X25519 key ``peer_ephemeral``, the server makes one too and
+    the session key is derived from both the wrapped secret and their exchange
+    (common.ephemeral); without (the legacy gateway), the session key is the secret.
+    ``make_grant(session_id, wrapped_key, expires_at, ephemeral, signature)`` builds the
+    reply, which is signed by the server key over ``signed_bytes(grant, req.nonce)``. The
+    store records ``public_key`` (or refuses it), spends the nonce and keeps the session
+    key wrapped by the master key, all in one transaction with the reply.
     """
-    session_key = crypto.random_key()
+    secret = crypto.random_key()
     session_id = secrets.token_bytes(ID_LEN)
-    unsigned = make_grant(session_id, keys.wrap_key(wrap_to, session_key), expires_at, b"\0")
+    session_key, own_public = secret, b""
+    if peer_ephemeral is not None:
+        own = Ephemeral()
+        try:
+            shared = own.agree(peer_ephemeral)
+        except IntegrityError:
+            raise RefusedError(
+                ErrorCode.BAD_REQUEST, "ephemeral: not an X25519 public key of large order"
+            ) from None
+        session_key, own_public = derive_session_key(shared, secret, session_id), own.public
+    wrapped = keys.wrap_key(wrap_to, secret)
+    unsigned = make_grant(session_id, wrapped, expires_at, own_public, b"\0")
     signed = signed_bytes(unsigned, req.nonce)
     grant = dataclasses.replace(unsigned, signature=keys.sign(data.server_key, signed))
     row = SessionRow(
@@ -168,6 +187,7 @@ def key_service(store: Store, data: DataDir, session_ttl: float) -> Dispatcher:
             wrap_to=public_key,
             client_id=req.client_id,
             public_key=req.public_key,
+            peer_ephemeral=req.ephemeral,
         )
 
     def rekey(ctx: Context, req: RekeyRequest) -> Rekeyed:
@@ -279,7 +299,9 @@ def legacy_key_routes(store: Store, data: DataDir, session_ttl: float) -> dict[M
             data,
             req,
             expires_at=ctx.now + ttl_ms,
-            make_grant=functools.partial(LegacySessionGranted, client.id, public_key),
+            make_grant=lambda sid, wrapped, expires, _, signature: LegacySessionGranted(
+                client.id, public_key, sid, wrapped, expires, signature
+            ),
             signed_bytes=legacy_grant_signed_bytes,
             wrap_to=gateway_key,
             client_id=client.id,

@@ -30,6 +30,7 @@ from common.codec import (
     session_granted_signed_bytes,
 )
 from common.compress import compress_chunk
+from common.ephemeral import Ephemeral, session_key
 from common.fields import MAX_PUBLIC_KEY_LEN
 from common.keys import RsaKey
 from common.messages import (
@@ -174,6 +175,7 @@ class Client:
     session_id: bytes = b""
     session_keys: crypto.SessionKeys | None = field(default=None, repr=False)
     session_key: bytes = field(default=b"", repr=False)
+    ephemerals: dict[bytes, Ephemeral] = field(default_factory=dict, repr=False)
 
     @property
     def server_public(self) -> RsaKey:
@@ -214,12 +216,15 @@ class Client:
         return reply
 
     def key_request(self, nonce: bytes | None = None, timestamp: int | None = None) -> KeyRequest:
+        ephemeral = Ephemeral()
+        self.ephemerals[ephemeral.public] = ephemeral
         unsigned = KeyRequest(
             self.client_id,
             self.name,
             self.public_der,
             self.server.now if timestamp is None else timestamp,
             nonce or secrets.token_bytes(16),
+            ephemeral.public,
             b"\0",
         )
         signature = keys.sign(self.key, key_request_signed_bytes(unsigned))
@@ -233,7 +238,9 @@ class Client:
         if isinstance(reply, SessionGranted):
             signed = session_granted_signed_bytes(reply, request.nonce)
             keys.verify(self.server_public, signed, reply.signature)
-            self.session_key = keys.unwrap_key(self.key, reply.wrapped_key)
+            secret = keys.unwrap_key(self.key, reply.wrapped_key)
+            shared = self.ephemerals.pop(request.ephemeral).agree(reply.ephemeral)
+            self.session_key = session_key(shared, secret, reply.session_id)
             self.session_id = reply.session_id
             self.session_keys = crypto.derive_session_keys(self.session_key, reply.session_id)
         return reply

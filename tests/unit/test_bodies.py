@@ -71,6 +71,7 @@ from common.names import validate_client_name, validate_file_name
 ID = bytes(range(16))
 ID2 = bytes(range(16, 32))
 DATA_KEY = bytes(range(0x50, 0x70))
+EPHEMERAL = bytes(range(0x80, 0xA0))  # an X25519 public key's 32 bytes
 
 
 def pack(obj: object) -> bytes:
@@ -96,8 +97,8 @@ VALID: list[Message] = [
     ServerKeyRequest(),
     ServerKey(b"\x30" * 294),
     ServerKey(b"\x30" * 2048),
-    KeyRequest(ID, "alice", b"\x30" * 420, 1_700_000_000_000, ID2, b"\x01" * 384),
-    SessionGranted(ID, b"\x02" * 384, 1_700_000_360_000, b"\x03" * 384),
+    KeyRequest(ID, "alice", b"\x30" * 420, 1_700_000_000_000, ID2, EPHEMERAL, b"\x01" * 384),
+    SessionGranted(ID, b"\x02" * 384, 1_700_000_360_000, EPHEMERAL, b"\x03" * 384),
     RekeyRequest(
         ID,
         "alice",
@@ -204,6 +205,7 @@ BOOL_BAD: list[object] = [0, 1, None, "true"]
 CRC_BAD: list[object] = [-1, 2**32, True, None]
 SIG_BAD: list[object] = [b"", bytes(1025), "sig", None]
 PUBLIC_KEY_BAD: list[object] = [b"", bytes(2049), "key", None, 0x30]
+EPHEMERAL_BAD: list[object] = [b"", bytes(31), bytes(33), "e" * 32, None, 32]
 # The per-upload AES-256 key: exactly 32 bytes, as bin.
 DATA_KEY_BAD: list[object] = [b"", bytes(1), bytes(31), bytes(33), bytes(64), "k" * 32, None, 32]
 
@@ -221,6 +223,7 @@ BAD_FIELDS: dict[type, dict[str, list[object]]] = {
         "public_key": PUBLIC_KEY_BAD,
         "timestamp": U63_BAD,
         "nonce": ID_BAD,
+        "ephemeral": EPHEMERAL_BAD,
         "signature": SIG_BAD,
     },
     RekeyRequest: {
@@ -238,6 +241,7 @@ BAD_FIELDS: dict[type, dict[str, list[object]]] = {
         "session_id": ID_BAD,
         "wrapped_key": [b"", bytes(1025), None],
         "expires_at": U63_BAD,
+        "ephemeral": EPHEMERAL_BAD,
         "signature": SIG_BAD,
     },
     UploadBegin: {
@@ -533,6 +537,7 @@ def test_signed_bytes_cover_every_field_but_the_signature() -> None:
         {"public_key": b"\x31"},
         {"timestamp": 1},
         {"nonce": ID},
+        {"ephemeral": bytes(32)},
     ]
     for change in changes:
         assert key_request_signed_bytes(dataclasses.replace(req, **change)) != base
@@ -546,6 +551,7 @@ def test_signed_bytes_cover_every_field_but_the_signature() -> None:
         {"session_id": ID2},
         {"wrapped_key": b"\x05"},
         {"expires_at": 9},
+        {"ephemeral": bytes(32)},
     ]
     for change in grant_changes:
         assert session_granted_signed_bytes(dataclasses.replace(grant, **change), ID2) != signed

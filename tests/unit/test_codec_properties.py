@@ -104,8 +104,8 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(Registered, ids),
     st.just(ServerKeyRequest()),
     st.builds(ServerKey, public_keys),
-    st.builds(KeyRequest, ids, client_names, public_keys, u63, ids, blob),
-    st.builds(SessionGranted, ids, blob, u63, blob),
+    st.builds(KeyRequest, ids, client_names, public_keys, u63, ids, data_keys, blob),
+    st.builds(SessionGranted, ids, blob, u63, data_keys, blob),
     st.builds(RekeyRequest, ids, client_names, public_keys, public_keys, u63, ids, blob, blob),
     st.builds(Rekeyed, u63),
     sized().flatmap(

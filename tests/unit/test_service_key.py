@@ -15,6 +15,7 @@ import msgpack
 import pytest
 
 from common import keys
+from common.codec import key_request_signed_bytes
 from common.messages import FileList, Flags, ListFiles, MessageType, Rekeyed, SessionGranted
 from workers.keyx import CLOCK_SKEW_MS
 
@@ -137,6 +138,18 @@ def test_a_timestamp_outside_the_window_is_refused(
     request = alice.key_request(timestamp=server.now + skew)
     assert error_code(alice.connect(request)) == "bad-proof"
     assert sessions(server) == 0
+
+
+def test_a_one_use_key_of_small_order_is_refused(server: Server, alice: Client) -> None:
+    # Such a key would make the X25519 secret zero: the session key would then rest on
+    # the RSA-wrapped secret alone, without forward secrecy.
+    unsigned = dataclasses.replace(alice.key_request(), ephemeral=bytes(32))
+    signature = keys.sign(alice.key, key_request_signed_bytes(unsigned))
+    before = server.dump()
+    assert error_code(alice.connect(dataclasses.replace(unsigned, signature=signature))) == (
+        "bad-request"
+    )
+    assert server.dump() == before
 
 
 def test_a_revoked_client_gets_no_session(server: Server, alice: Client) -> None:

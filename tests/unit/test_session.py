@@ -22,6 +22,7 @@ from common.codec import (
     session_granted_signed_bytes,
 )
 from common.compress import decompress_chunk
+from common.ephemeral import Ephemeral, session_key
 from common.errors import IntegrityError, RefusedError, RemoteProtocolError
 from common.keys import RsaKey
 from common.messages import (
@@ -81,20 +82,32 @@ def open_sealed_request(server_key: RsaKey, frames: Sequence[bytes]) -> tuple[Me
     return decode_body(env.type, plain), one_time
 
 
-def grant(server_key: RsaKey, client_key: RsaKey, nonce: bytes) -> tuple[SessionGranted, bytes]:
-    session_key = crypto.random_key()
+def grant(
+    server_key: RsaKey, client_key: RsaKey, request: KeyRequest, nonce: bytes | None = None
+) -> tuple[SessionGranted, bytes]:
+    """What the key worker answers ``request`` (bound to ``nonce``, by default the
+    request's): the grant, and the session key both sides derive from it."""
+    secret, server_ephemeral, session_id = crypto.random_key(), Ephemeral(), b"S" * 16
     unsigned = SessionGranted(
-        b"S" * 16, keys.wrap_key(client_key.public_key(), session_key), NOW_MS + 3600_000, b"-"
+        session_id,
+        keys.wrap_key(client_key.public_key(), secret),
+        NOW_MS + 3600_000,
+        server_ephemeral.public,
+        b"-",
     )
-    signature = keys.sign(server_key, session_granted_signed_bytes(unsigned, nonce))
-    return dataclasses.replace(unsigned, signature=signature), session_key
+    signed = session_granted_signed_bytes(unsigned, nonce or request.nonce)
+    signature = keys.sign(server_key, signed)
+    shared = server_ephemeral.agree(request.ephemeral)
+    return dataclasses.replace(unsigned, signature=signature), session_key(
+        shared, secret, session_id
+    )
 
 
 def make_session(server_key: RsaKey, client_key: RsaKey) -> core.Session:
     kx = core.key_request(server_key.public_key(), CLIENT_ID, "alice", client_key, NOW_MS)
     msg, one_time = open_sealed_request(server_key, kx.outgoing.frames)
     assert isinstance(msg, KeyRequest)
-    granted, _ = grant(server_key, client_key, msg.nonce)
+    granted, _ = grant(server_key, client_key, msg)
     frames = reply(kx.outgoing.request_id, granted, Flags.SEALED_REPLY, one_time)
     return core.open_session_granted(kx, frames, server_key.public_key(), client_key)
 
@@ -224,20 +237,43 @@ def test_session_granted_round_trip(server_key: RsaKey, client_key: RsaKey) -> N
     kx = core.key_request(server_key.public_key(), CLIENT_ID, "alice", client_key, NOW_MS)
     msg, one_time = open_sealed_request(server_key, kx.outgoing.frames)
     assert isinstance(msg, KeyRequest)
-    granted, session_key = grant(server_key, client_key, msg.nonce)
+    granted, derived = grant(server_key, client_key, msg)
     frames = reply(kx.outgoing.request_id, granted, Flags.SEALED_REPLY, one_time)
     session = core.open_session_granted(kx, frames, server_key.public_key(), client_key)
     assert session.session_id == granted.session_id
     assert session.client_id == CLIENT_ID
     assert session.expires_at == granted.expires_at
-    assert session.keys == crypto.derive_session_keys(session_key, granted.session_id)
+    assert session.keys == crypto.derive_session_keys(derived, granted.session_id)
+
+
+def test_the_session_key_needs_the_one_use_key_of_this_exchange(
+    server_key: RsaKey, client_key: RsaKey
+) -> None:
+    # Forward secrecy: the RSA key unwraps only part of what makes the session key. A
+    # grant whose X25519 half is exchanged with another one-use key gives other keys,
+    # and the server's one-use key must be a proper X25519 key.
+    kx = core.key_request(server_key.public_key(), CLIENT_ID, "alice", client_key, NOW_MS)
+    msg, one_time = open_sealed_request(server_key, kx.outgoing.frames)
+    assert isinstance(msg, KeyRequest) and msg.ephemeral == kx.ephemeral.public
+    granted, derived = grant(server_key, client_key, msg)
+    secret = keys.unwrap_key(client_key, granted.wrapped_key)
+    assert derived != secret
+    other = Ephemeral().agree(granted.ephemeral)
+    assert session_key(other, secret, granted.session_id) != derived
+    unsigned = dataclasses.replace(granted, ephemeral=bytes(32))  # small order: secret 0
+    signed = session_granted_signed_bytes(unsigned, msg.nonce)
+    forged = dataclasses.replace(unsigned, signature=keys.sign(server_key, signed))
+    frames = reply(kx.outgoing.request_id, forged, Flags.SEALED_REPLY, one_time)
+    with pytest.raises(IntegrityError):
+        core.open_session_granted(kx, frames, server_key.public_key(), client_key)
 
 
 def test_grant_signed_by_another_server_is_refused(server_key: RsaKey, client_key: RsaKey) -> None:
     impostor = keys.generate_private_key(2048)
     kx = core.key_request(server_key.public_key(), CLIENT_ID, "alice", client_key, NOW_MS)
-    _, one_time = open_sealed_request(server_key, kx.outgoing.frames)
-    granted, _ = grant(impostor, client_key, kx.nonce)
+    msg, one_time = open_sealed_request(server_key, kx.outgoing.frames)
+    assert isinstance(msg, KeyRequest)
+    granted, _ = grant(impostor, client_key, msg)
     frames = reply(kx.outgoing.request_id, granted, Flags.SEALED_REPLY, one_time)
     with pytest.raises(IntegrityError):
         core.open_session_granted(kx, frames, server_key.public_key(), client_key)
@@ -247,7 +283,9 @@ def test_grant_for_another_request_is_refused(server_key: RsaKey, client_key: Rs
     # A recorded grant replayed as the answer to a new request: the nonce differs.
     old = core.key_request(server_key.public_key(), CLIENT_ID, "alice", client_key, NOW_MS)
     kx = core.key_request(server_key.public_key(), CLIENT_ID, "alice", client_key, NOW_MS)
-    granted, _ = grant(server_key, client_key, old.nonce)
+    msg, _ = open_sealed_request(server_key, kx.outgoing.frames)
+    assert isinstance(msg, KeyRequest)
+    granted, _ = grant(server_key, client_key, msg, nonce=old.nonce)
     frames = reply(kx.outgoing.request_id, granted)
     with pytest.raises(IntegrityError):
         core.open_session_granted(kx, frames, server_key.public_key(), client_key)
@@ -369,7 +407,7 @@ class FakeConnection:
         if service == "cipherdrop.key":
             msg, one_time = open_sealed_request(self.server_key, req.frames)
             assert isinstance(msg, KeyRequest)
-            granted, self.session_key = grant(self.server_key, self.client_key, msg.nonce)
+            granted, self.session_key = grant(self.server_key, self.client_key, msg)
             self.grants += 1
             return reply(env.request_id, granted, Flags.SEALED_REPLY, one_time)
         self.file_requests += 1

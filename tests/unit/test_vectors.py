@@ -21,6 +21,7 @@ from common.codec import (
     session_granted_signed_bytes,
 )
 from common.crypto import derive_session_keys, open_sealed, seal_chunk
+from common.ephemeral import session_key as derive_session_key
 from common.errors import RemoteProtocolError
 from common.messages import (
     Codec,
@@ -164,10 +165,24 @@ def test_session_key_vectors(vector: dict[str, Any]) -> None:
         assert expected.hex() == vector[direction.replace("-", "_")]
 
 
+@pytest.mark.parametrize("vector", VECTORS["session_key"], ids=vector_ids(VECTORS["session_key"]))
+def test_session_key_derivation_vectors(vector: dict[str, Any]) -> None:
+    derived = derive_session_key(
+        bytes.fromhex(vector["x25519_shared"]),
+        bytes.fromhex(vector["secret"]),
+        bytes.fromhex(vector["session_id"]),
+    )
+    assert derived.hex() == vector["session_key"]
+
+
 def test_protocol_doc_shows_every_vector() -> None:
     doc = re.sub(r"\s+", "", (ROOT / "docs" / "protocol.md").read_text())
     kinds = ("envelopes", "bodies", "signed", "invalid_envelopes", "chunk_aad")
     missing = [v["name"] for kind in kinds for v in VECTORS[kind] if v["hex"] not in doc]
+    for v in VECTORS["session_key"]:
+        for part in ("x25519_shared", "secret", "session_id", "session_key"):
+            if v[part] not in doc:
+                missing.append(f"{v['name']}: {part}")
     for v in VECTORS["session_keys"]:
         for part in ("session_key", "session_id", "client_to_server", "server_to_client"):
             if v[part] not in doc:
