@@ -33,7 +33,7 @@ from common.errors import (
     TransportError,
 )
 from common.fields import INVITE_LEN
-from common.keys import typed_hex
+from common.keys import parse_fingerprint, typed_hex
 from common.log import configure_logging
 from common.memory import keep_freed_buffers
 from common.messages import ErrorCode
@@ -127,6 +127,14 @@ def _rate(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _fingerprint(text: str) -> bytes:
+    """A server fingerprint as ``fingerprint`` prints it (or in pairs, or without spaces)."""
+    try:
+        return parse_fingerprint(text)
+    except ConfigError:
+        raise argparse.ArgumentTypeError("a fingerprint is SHA256: and 64 hex digits") from None
+
+
 def _invite_code(text: str) -> bytes:
     """An invite as ``cipherdrop-admin invite`` prints it: 32 hex digits."""
     code = typed_hex(text, INVITE_LEN)
@@ -209,6 +217,12 @@ def build_parser() -> argparse.ArgumentParser:
         "passphrase", help="put the private key under a new passphrase (local only)"
     )
     phrase.add_argument("--remove", action="store_true", help="leave the key without one")
+    trust = commands.add_parser(
+        "trust", help="pin the server's new key, given its fingerprint from its operator"
+    )
+    trust.add_argument(
+        "fingerprint", type=_fingerprint, metavar="FINGERPRINT", help="SHA256:... as published"
+    )
     commands.add_parser("whoami", help="show this client's identity")
     for sub in (put, get, ls, rm, mv, rekey):
         sub.add_argument("--passphrase", action="store_true", help="ask for the key's passphrase")

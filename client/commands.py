@@ -1,5 +1,5 @@
-"""The commands of ``cipherdrop``: register, put, get, rekey, passphrase, whoami (ls, rm
-and mv are in :mod:`client.manage`).
+"""The commands of ``cipherdrop``: register, put, get (ls, rm and mv are in
+:mod:`client.manage`; rekey, passphrase, trust and whoami in :mod:`client.account`).
 
 Each command is a function of the invocation (parsed arguments, environment, output
 streams) and the settings. Results go to standard output, one line per file done, so a
@@ -24,22 +24,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from client.account import passphrase, rekey, trust, whoami
 from client.connection import Connection, register
 from client.identity import (
     IDENTITY_FILE,
-    NEXT_KEY_FILE,
-    PRIVATE_KEY_FILE,
     Identity,
-    adopt_next_key,
-    is_encrypted_pem,
     load_identity,
-    load_next_key,
-    load_private_key,
-    save_next_key,
-    save_private_key,
 )
 from client.invocation import (
-    NEW_PASSPHRASE_VARIABLE,
     Invocation,
     ask_passphrase,
     open_account,
@@ -50,7 +42,6 @@ from client.manage import ls, mv, rm
 from client.progress import make_progress, progress_label
 from client.sources import download_targets, names_below, tree_names, upload_sources
 from client.transfer_info import read_transfer_info
-from common import keys
 from common.errors import ConfigError, FileAccessError
 from common.messages import Codec
 from common.names import validate_client_name, validate_file_name
@@ -258,53 +249,6 @@ def _into(names: list[str], output: Path | None) -> list[tuple[str, Path]]:
     return download_targets(names, output)
 
 
-def _rekey(ctx: Invocation, settings: Settings) -> None:
-    """A new key pair for this client: kept as ``private_key.pem.next`` first, then sent,
-    signed by the old key and the new, and put in the old one's place once the server has
-    moved the client to it. Run again after an interruption, it finishes with the same key."""
-    home = settings.client.home
-    with open_account(ctx, settings) as account:
-        new_key = load_next_key(home, ctx.passphrase)
-        if new_key is None:
-            ctx.say(f"generating a {settings.crypto.rsa_bits}-bit RSA key...")
-            new_key = keys.generate_private_key(settings.crypto.rsa_bits)
-            save_next_key(home, new_key, ctx.passphrase)
-        else:
-            ctx.say("finishing the key change begun before")
-        ended = account.rekey(new_key)
-    adopt_next_key(home)
-    fingerprint = keys.fingerprint(keys.public_key_der(new_key))
-    print(f"new key {fingerprint}; {ended} session(s) ended", file=ctx.out)
-
-
-def _passphrase(ctx: Invocation, settings: Settings) -> None:
-    """Put the private key under a new passphrase (or none, with ``--remove``). Local
-    only: the key itself, and so the server's view of the client, does not change."""
-    home = settings.client.home
-    load_identity(home)
-    if (home / NEXT_KEY_FILE).exists():
-        raise ConfigError("a key change was begun and not finished: run 'cipherdrop rekey' first")
-    current = ask_passphrase(ctx.env, False, is_encrypted_pem(home), False, ctx.err)
-    private_key = load_private_key(home, current)
-    new = None
-    if not ctx.args.remove:
-        new = ask_passphrase(
-            ctx.env, True, True, True, ctx.err, NEW_PASSPHRASE_VARIABLE, "new passphrase: "
-        )
-    save_private_key(home, private_key, new)
-    state = "now under the new passphrase" if new else "no longer under a passphrase"
-    print(f"{home / PRIVATE_KEY_FILE}: {state}", file=ctx.out)
-
-
-def _whoami(ctx: Invocation, settings: Settings) -> None:
-    identity = load_identity(settings.client.home)
-    print(f"name         {identity.name}", file=ctx.out)
-    print(f"client id    {identity.client_id.hex()}", file=ctx.out)
-    print(f"server       {identity.server}", file=ctx.out)
-    print(f"fingerprint  {identity.server_fingerprint}", file=ctx.out)
-    print(f"home         {identity.home}", file=ctx.out)
-
-
 COMMANDS: dict[str, Callable[[Invocation, Settings], None]] = {
     "register": _register,
     "put": _put,
@@ -312,7 +256,8 @@ COMMANDS: dict[str, Callable[[Invocation, Settings], None]] = {
     "ls": ls,
     "rm": rm,
     "mv": mv,
-    "passphrase": _passphrase,
-    "rekey": _rekey,
-    "whoami": _whoami,
+    "passphrase": passphrase,
+    "rekey": rekey,
+    "trust": trust,
+    "whoami": whoami,
 }

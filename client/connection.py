@@ -27,7 +27,7 @@ from common import keys
 from common.errors import RefusedError
 from common.keys import RsaKey
 from common.log import get_logger
-from common.messages import ErrorCode, Message, Rekeyed
+from common.messages import ErrorCode, Message, Rekeyed, ServerKey
 
 __all__ = [
     "FILE_SERVICE",
@@ -83,16 +83,18 @@ class Connection:
         self.transport.close()
         self.transport = self._open()
 
-    def server_key(self) -> bytes:
-        """The server's public key DER, as it presents it (not yet pinned)."""
+    def server_key(self) -> ServerKey:
+        """The server's key as it presents it (not yet pinned), with any endorsement."""
         req = core.server_key_request()
         return core.open_server_key(req, self.send(REGISTER_SERVICE, req))
 
     def pinned_server_key(self, home: Path, expected: str | None) -> tuple[RsaKey, Pinned]:
-        """Fetch the server key and check it against the pin (or trust it on first use)."""
-        der = self.server_key()
-        pinned = pin_server(home, self.endpoint, der, expected)
-        return keys.load_public_key(der), pinned
+        """Fetch the server key and check it against the pin (or trust it on first use);
+        a key the pinned one endorsed is followed (``Pinned.followed``)."""
+        answer = self.server_key()
+        endorsement = (answer.previous_key, answer.endorsement) if answer.endorsement else None
+        pinned = pin_server(home, self.endpoint, answer.public_key, expected, endorsement)
+        return keys.load_public_key(answer.public_key), pinned
 
     def close(self) -> None:
         self.transport.close()

@@ -16,20 +16,24 @@ Guarantees:
 * A new key is written to ``private_key.pem.next`` before the server hears of it and
   takes the place of the old one only once the server has moved the client to it; an
   interrupted ``rekey`` leaves both files, and running it again finishes the change.
-* :func:`pin_server` is the only trust decision: a fingerprint given by the user must match;
-  otherwise the one in ``known_servers`` must match; otherwise the key is trusted on first
-  use and recorded. A mismatch raises :class:`ServerKeyMismatchError` naming both.
+* :func:`pin_server` is the only trust decision: a fingerprint given by the user (or the
+  identity) must match; otherwise the one in ``known_servers`` must match; otherwise the
+  key is trusted on first use and recorded. Another key is trusted only if the pinned key
+  signed the hand-over to it (``rotate-server-key``); any other mismatch raises
+  :class:`ServerKeyMismatchError` naming both.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import keys
-from common.errors import ConfigError, IntegrityError
+from common.codec import server_key_endorsement_bytes
+from common.errors import ConfigError, IntegrityError, RemoteProtocolError
 from common.keys import RsaKey
 from common.secretfile import read_secret_file, replace_secret_file, write_secret_file
 
@@ -49,9 +53,11 @@ __all__ = [
     "load_private_key",
     "pin_server",
     "remember_server",
+    "replace_server",
     "save_identity",
     "save_next_key",
     "save_private_key",
+    "update_server_fingerprint",
 ]
 
 HOME_MODE = 0o700
@@ -97,6 +103,10 @@ def save_identity(identity: Identity, private_key: RsaKey, passphrase: str | Non
     """Write the private key (0600) and then the identity file into ``identity.home``."""
     home = ensure_home(identity.home)
     save_private_key(home, private_key, passphrase)
+    _write_identity(identity)
+
+
+def _write_identity(identity: Identity) -> None:
     record = {
         "name": identity.name,
         "client_id": identity.client_id.hex(),
@@ -105,7 +115,7 @@ def save_identity(identity: Identity, private_key: RsaKey, passphrase: str | Non
     }
     text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
     # Not secret, but written the same atomic way so a crash never leaves half a file.
-    write_secret_file(home / IDENTITY_FILE, text.encode())
+    write_secret_file(identity.home / IDENTITY_FILE, text.encode())
 
 
 def load_identity(home: Path) -> Identity:
@@ -206,22 +216,37 @@ def remember_server(home: Path, endpoint: str, fingerprint: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Pinned:
-    """The outcome of :func:`pin_server`: the fingerprint and whether it was new."""
+    """The outcome of :func:`pin_server`: the fingerprint, whether it was new, and the
+    pinned fingerprint it replaced if the pinned key endorsed it (else None)."""
 
     fingerprint: str
     first_use: bool
+    followed: str | None = None
 
 
-def pin_server(home: Path, endpoint: str, server_der: bytes, expected: str | None) -> Pinned:
+def pin_server(
+    home: Path,
+    endpoint: str,
+    server_der: bytes,
+    expected: str | None,
+    endorsement: tuple[bytes, bytes] | None = None,
+) -> Pinned:
     """Decide whether to trust the server key ``server_der`` for ``endpoint``.
 
-    ``expected`` (from a flag or the config) wins; then ``known_servers``; then trust on
-    first use, which records the key. Nothing is recorded unless the key is trusted.
+    ``expected`` (from a flag, the config or the identity) wins; then ``known_servers``;
+    then trust on first use, which records the key. Another key than the pinned one is
+    trusted only with ``endorsement`` = (pinned key DER, its signature over
+    ``server_key_endorsement_bytes``): the server changed its key and the key we trust
+    says so; ``known_servers`` then records the new one. Nothing is recorded unless the
+    key is trusted.
     """
     actual = keys.fingerprint(server_der)
     pinned = expected or known_server(home, endpoint)
     if pinned:
         if keys.parse_fingerprint(pinned) != keys.fingerprint_digest(server_der):
+            if _endorses(pinned, server_der, endorsement):
+                replace_server(home, endpoint, actual)
+                return Pinned(actual, first_use=False, followed=canonical_fingerprint(pinned))
             where = (
                 "check the fingerprint you gave"
                 if expected
@@ -237,6 +262,42 @@ def pin_server(home: Path, endpoint: str, server_der: bytes, expected: str | Non
         return Pinned(actual, first_use=False)
     remember_server(home, endpoint, actual)
     return Pinned(actual, first_use=True)
+
+
+def _endorses(pinned: str, server_der: bytes, endorsement: tuple[bytes, bytes] | None) -> bool:
+    """True if the pinned key signed its hand-over to ``server_der``."""
+    if endorsement is None:
+        return False
+    previous_der, signature = endorsement
+    if keys.fingerprint_digest(previous_der) != keys.parse_fingerprint(pinned):
+        return False
+    signed = server_key_endorsement_bytes(previous_der, server_der)
+    try:
+        keys.verify(keys.load_public_key(previous_der), signed, signature)
+    except (IntegrityError, RemoteProtocolError):
+        return False
+    return True
+
+
+def replace_server(home: Path, endpoint: str, fingerprint: str) -> None:
+    """Make ``fingerprint`` the one ``known_servers`` records for ``endpoint``: its other
+    lines go (atomically), then the new one is appended."""
+    path = Path(home) / KNOWN_SERVERS_FILE
+    try:
+        lines = _read_small(path).decode().splitlines(keepends=True)
+    except FileNotFoundError:
+        lines = []
+    kept = [line for line in lines if line.split(maxsplit=1)[:1] != [endpoint]]
+    if kept != lines:
+        write_secret_file(path, "".join(kept).encode())
+    remember_server(home, endpoint, fingerprint)
+
+
+def update_server_fingerprint(identity: Identity, fingerprint: str) -> Identity:
+    """The identity with the server fingerprint it now pins, written back atomically."""
+    updated = dataclasses.replace(identity, server_fingerprint=fingerprint)
+    _write_identity(updated)
+    return updated
 
 
 def canonical_fingerprint(text: str) -> str:

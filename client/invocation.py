@@ -15,7 +15,13 @@ from contextlib import contextmanager
 from typing import TextIO
 
 from client.connection import Account, Connection, TransportOptions
-from client.identity import NEXT_KEY_FILE, is_encrypted_pem, load_identity, load_private_key
+from client.identity import (
+    NEXT_KEY_FILE,
+    is_encrypted_pem,
+    load_identity,
+    load_private_key,
+    update_server_fingerprint,
+)
 from common.errors import ConfigError
 from config import Settings
 
@@ -24,6 +30,7 @@ __all__ = [
     "PASSPHRASE_VARIABLE",
     "Invocation",
     "ask_passphrase",
+    "explicit_server",
     "open_account",
     "transport_options",
 ]
@@ -57,7 +64,7 @@ def ask_passphrase(
     return first
 
 
-def _explicit_server(settings: Settings) -> str | None:
+def explicit_server(settings: Settings) -> str | None:
     """``client.server`` if it was given on purpose (flag, environment or config file).
 
     Only then does it override the endpoint an identity saved at registration; the
@@ -105,10 +112,18 @@ def open_account(
     private_key = load_private_key(home, ctx.passphrase)
     if (home / NEXT_KEY_FILE).exists() and ctx.args.command != "rekey":
         ctx.say("a key change was begun and not finished: run 'cipherdrop rekey' to finish it")
-    ctx.endpoint = endpoint or _explicit_server(settings) or identity.server
+    ctx.endpoint = endpoint or explicit_server(settings) or identity.server
     conn = Connection(ctx.endpoint, transport_options(settings))
     try:
-        server_key, _ = conn.pinned_server_key(home, identity.server_fingerprint)
+        server_key, pinned = conn.pinned_server_key(home, identity.server_fingerprint)
+        if pinned.followed:
+            identity = update_server_fingerprint(identity, pinned.fingerprint)
+            print(  # not a progress notice: shown even with --quiet
+                f"the server at {ctx.endpoint} changed its key from {pinned.followed} to"
+                f" {pinned.fingerprint}; the previous key endorsed it, so it is trusted now",
+                file=ctx.err,
+                flush=True,
+            )
         yield Account(conn, identity, private_key, server_key)
     finally:
         conn.close()

@@ -329,14 +329,16 @@ def _plain_error(env: Envelope, payload: Frame) -> None:
     _body(env, payload, ErrorReply)
 
 
-def open_server_key(req: Outgoing, reply: Sequence[Frame]) -> bytes:
-    """The server's public key DER, checked to be a sane RSA key (pinning is the caller's)."""
+def open_server_key(req: Outgoing, reply: Sequence[Frame]) -> ServerKey:
+    """The server's public key (DER, checked to be a sane RSA key) and, after a change of
+    server key, the previous key and its endorsement (checked by the pinning, which is
+    the caller's)."""
     env, _, payload = _check_reply(req, reply)
     if env.flags is not NO_FLAGS:
         raise RemoteProtocolError("ServerKey reply must be plain")
-    der = _body(env, payload, ServerKey).public_key
-    keys.load_public_key(der)
-    return der
+    answer = _body(env, payload, ServerKey)
+    keys.load_public_key(answer.public_key)
+    return answer
 
 
 def open_sealed_reply(req: Outgoing, reply: Sequence[Frame], cls: type[M]) -> M:

@@ -170,7 +170,11 @@ SCHEMAS: dict[type, tuple[Field, ...]] = {
     ),
     Registered: (_field("client_id", check_id),),
     ServerKeyRequest: (),
-    ServerKey: (_PUBLIC_KEY,),
+    ServerKey: (
+        _PUBLIC_KEY,
+        _field("previous_key", partial(check_bytes, minimum=0, maximum=MAX_PUBLIC_KEY_LEN)),
+        _field("endorsement", partial(check_bytes, minimum=0, maximum=MAX_SIGNATURE_LEN)),
+    ),
     KeyRequest: (
         _field("client_id", check_id),
         _field("name", validate_client_name),
@@ -291,7 +295,10 @@ def dump_fields(msg: object) -> dict[str, object]:
 
 
 def check_consistency(msg: object) -> None:
-    """Rules that span fields: the chunk count follows from size and chunk size."""
+    """Rules that span fields: the chunk count follows from size and chunk size; a
+    server key's endorsement comes with the key it is by, or neither is there."""
+    if isinstance(msg, ServerKey) and bool(msg.previous_key) != bool(msg.endorsement):
+        raise RemoteProtocolError("previous_key and endorsement: both set, or both empty")
     if isinstance(msg, UploadBegin | DownloadReady):
         expected = chunk_count_for(msg.size, msg.chunk_size)
         if msg.chunk_count != expected:

@@ -66,6 +66,7 @@ __all__ = [
     "new_request_id",
     "peek_request_id",
     "rekey_signed_bytes",
+    "server_key_endorsement_bytes",
     "session_granted_signed_bytes",
     "validate_client_name",
     "validate_file_name",
@@ -74,6 +75,7 @@ __all__ = [
 KEY_REQUEST_CONTEXT = f"cipherdrop/{PROTOCOL_VERSION} key-request"
 SESSION_GRANTED_CONTEXT = f"cipherdrop/{PROTOCOL_VERSION} session-granted"
 REKEY_CONTEXT = f"cipherdrop/{PROTOCOL_VERSION} rekey"
+SERVER_KEY_CHANGE_CONTEXT = f"cipherdrop/{PROTOCOL_VERSION} server-key-change"
 
 _unpack_body = functools.partial(
     msgpack.unpackb,
@@ -175,6 +177,12 @@ def rekey_signed_bytes(req: RekeyRequest) -> bytes:
             req.nonce,
         ]
     )
+
+
+def server_key_endorsement_bytes(previous_key: bytes, public_key: bytes) -> bytes:
+    """What a server's previous key signs to hand its clients over to the new one:
+    ``msgpack([context, previous_key, public_key])`` (both DER SubjectPublicKeyInfo)."""
+    return _pack([SERVER_KEY_CHANGE_CONTEXT, previous_key, public_key])
 
 
 def session_granted_signed_bytes(reply: SessionGranted, request_nonce: bytes) -> bytes:

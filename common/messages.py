@@ -122,9 +122,14 @@ class ServerKeyRequest:
 
 @dataclass(frozen=True, slots=True)
 class ServerKey:
-    """The server's RSA public key, X.509 SubjectPublicKeyInfo DER."""
+    """The server's RSA public key, X.509 SubjectPublicKeyInfo DER. After a change of
+    server key, ``previous_key`` is the key before and ``endorsement`` its signature over
+    ``server_key_endorsement_bytes``, so a client that pinned the previous key can follow
+    the change; both empty otherwise."""
 
     public_key: bytes
+    previous_key: bytes = b""
+    endorsement: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

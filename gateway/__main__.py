@@ -116,7 +116,7 @@ async def _run(args: argparse.Namespace, options: ServerOptions) -> int:
         try:
             server_der = native.open_server_key(
                 req, await transport.request(REGISTER_SERVICE, req.frames)
-            )
+            ).public_key
         except CipherdropError as exc:
             print(
                 f"cipherdrop-gateway: cannot reach the server at {args.broker}: {exc}",

@@ -1,10 +1,10 @@
 """``cipherdrop-admin`` / ``python -m workers.admin``: the operator's commands.
 
-``init``, ``fingerprint``, ``clients``, ``files [CLIENT]``, ``revoke CLIENT``,
-``rotate-master-key``, ``backup PATH``, ``check`` and ``ping`` (a health check over MMI);
-``docs/operations.md`` describes each. Settings come from the same sources as the server
-(``--config``, ``CIPHERDROP_*``, flags), so ``--data`` / ``CIPHERDROP_DATA`` name the
-data directory.
+``init``, ``fingerprint``, ``clients``, ``files [CLIENT]``, ``invite``, ``quota``,
+``revoke CLIENT``, ``rotate-master-key``, ``rotate-server-key``, ``backup PATH``, ``check``
+and ``ping`` (a health check over MMI); ``docs/operations.md`` describes each. Settings
+come from the same sources as the server (``--config``, ``CIPHERDROP_*``, flags), so
+``--data`` / ``CIPHERDROP_DATA`` name the data directory.
 
 Every failure ends here as one line on standard error and an exit status from
 :class:`ExitStatus`; a traceback only with ``--debug``.
@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = sub.add_parser("revoke", help="revoke a client and end its sessions")
     revoke.add_argument("client", help="client name or id (hex)")
     sub.add_parser("rotate-master-key", help="new master key; re-wrap stored keys (server off)")
+    sub.add_parser(
+        "rotate-server-key", help="new server key, endorsed by the previous one (server off)"
+    )
     backup = sub.add_parser("backup", help="consistent online copy of database and contents")
     backup.add_argument("path", help="a new (or empty) directory")
     backup.add_argument(

@@ -28,7 +28,7 @@ from workers import admin_backup, admin_check, admin_keys
 from workers.admin_store import AdminStore, ClientInfo
 from workers.app import SERVICES, open_server
 from workers.blobs import Blobs
-from workers.datadir import DB_NAME, SERVER_KEY_NAME, DataDir
+from workers.datadir import DB_NAME, PREVIOUS_SERVER_KEY_NAME, SERVER_KEY_NAME, DataDir
 from workers.mmi_probe import ask_service
 from workers.register import invite_digest
 
@@ -217,12 +217,30 @@ def revoke(inv: Invocation) -> int:
     return 0
 
 
-def rotate_master_key(inv: Invocation) -> int:
+def _stopped_server_path(inv: Invocation) -> Path:
+    """The data dir, if no other process has its database open (workers hold keys)."""
     path = _data_path(inv)
     if admin_keys.database_in_use(path / DB_NAME):
         raise ConfigError(
             "the database is open in another process: stop the server and every worker first"
         )
+    return path
+
+
+def rotate_server_key(inv: Invocation) -> int:
+    path = _stopped_server_path(inv)
+    previous, new = admin_keys.rotate_server_key(path, inv.settings.crypto.rsa_bits)
+    inv.say(f"new server key {new}")
+    inv.say(
+        f"the previous key {previous} is kept in {path / PREVIOUS_SERVER_KEY_NAME} and"
+        " endorses the new one: clients that pinned it follow on their next command"
+        " (remove that file to stop endorsing)"
+    )
+    return 0
+
+
+def rotate_master_key(inv: Invocation) -> int:
+    path = _stopped_server_path(inv)
     store = AdminStore.open(path / DB_NAME, inv.settings.store.busy_timeout)
     with closing(store):
         what, counts = admin_keys.rotate_master_key(path, store, inv.env)
@@ -298,6 +316,7 @@ COMMANDS: dict[str, Callable[[Invocation], int]] = {
     "quota": quota,
     "revoke": revoke,
     "rotate-master-key": rotate_master_key,
+    "rotate-server-key": rotate_server_key,
     "backup": backup,
     "check": check,
     "ping": ping,

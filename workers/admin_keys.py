@@ -1,4 +1,5 @@
-"""``cipherdrop-admin rotate-master-key``: a new master key, stored keys re-wrapped under it.
+"""``cipherdrop-admin rotate-master-key``: a new master key, stored keys re-wrapped under it;
+and ``rotate-server-key``: a new server identity, endorsed by the previous one.
 
 What is re-wrapped: session keys, the clients' latest session keys, the data keys of
 uploads and files, the recorded replies and the master-key check value, all in one
@@ -29,14 +30,26 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from common import crypto
+from common import crypto, keys
 from common.errors import ConfigError, IntegrityError, StorageError
 from common.secretfile import read_secret_file, write_secret_file
 from workers.admin_store import AdminStore
 from workers.app import MASTER_CHECK_CONTEXT, MASTER_CHECK_KEY
-from workers.datadir import MASTER_KEY_ENV, MASTER_KEY_NAME, MasterKey
+from workers.datadir import (
+    MASTER_KEY_ENV,
+    MASTER_KEY_NAME,
+    PREVIOUS_SERVER_KEY_NAME,
+    SERVER_KEY_NAME,
+    MasterKey,
+)
 
-__all__ = ["NEW_MASTER_KEY_ENV", "database_in_use", "pending_key_path", "rotate_master_key"]
+__all__ = [
+    "NEW_MASTER_KEY_ENV",
+    "database_in_use",
+    "pending_key_path",
+    "rotate_master_key",
+    "rotate_server_key",
+]
 
 NEW_MASTER_KEY_ENV = "CIPHERDROP_NEW_MASTER_KEY"
 # SQLite's unix VFS: every connection to a WAL database holds a read lock on this byte of
@@ -118,6 +131,25 @@ def rotate_master_key(
         return f"re-wrapped under {NEW_MASTER_KEY_ENV}; now set {MASTER_KEY_ENV} to it", counts
     _install(data_dir, new)
     return f"new master key in {data_dir / MASTER_KEY_NAME}", counts
+
+
+def rotate_server_key(data_dir: Path, rsa_bits: int) -> tuple[str, str]:
+    """A new server key; the current one is kept as ``server_key.previous.pem``, from which
+    the register workers sign the hand-over that clients follow. ``(previous, new)``
+    fingerprints. Either file is replaced atomically; a crash between the two leaves the
+    current key in both, and running the command again rotates as usual."""
+    try:
+        current_pem = read_secret_file(data_dir / SERVER_KEY_NAME)
+    except FileNotFoundError:
+        raise ConfigError(f"no server key in {data_dir}: nothing to rotate") from None
+    try:
+        current = keys.load_private_key(current_pem)
+    except IntegrityError:
+        raise ConfigError(f"{data_dir / SERVER_KEY_NAME} is not a readable private key") from None
+    new = keys.generate_private_key(rsa_bits)
+    write_secret_file(data_dir / PREVIOUS_SERVER_KEY_NAME, current_pem)
+    write_secret_file(data_dir / SERVER_KEY_NAME, keys.private_key_to_pem(new))
+    return keys.fingerprint(current), keys.fingerprint(new)
 
 
 def _install(data_dir: Path, key: MasterKey) -> None:

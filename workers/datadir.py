@@ -4,6 +4,8 @@ Layout (``docs/storage.md``)::
 
     <data dir>/            mode 0700, created on first start
         server_key.pem     the server's long-term RSA identity, PKCS#8, mode 0600
+        server_key.previous.pem  the identity before the last ``rotate-server-key``,
+                           kept to endorse the new one (optional, same rules)
         master.key         32 random bytes that wrap every key in the database, mode 0600
         cipherdrop.db      the SQLite store (plus its -wal and -shm files)
         blobs/             sealed file chunks, one directory per transfer
@@ -47,6 +49,7 @@ __all__ = [
 
 DB_NAME = "cipherdrop.db"
 SERVER_KEY_NAME = "server_key.pem"
+PREVIOUS_SERVER_KEY_NAME = "server_key.previous.pem"
 MASTER_KEY_NAME = "master.key"
 BLOBS_NAME = "blobs"
 MASTER_KEY_ENV = "CIPHERDROP_MASTER_KEY"
@@ -87,6 +90,7 @@ class DataDir:
     path: Path
     server_key: RsaKey = field(repr=False)
     master: MasterKey = field(repr=False)
+    previous_server_key: RsaKey | None = field(default=None, repr=False)
 
     @property
     def db_path(self) -> Path:
@@ -120,11 +124,28 @@ def open_data_dir(
         master = _master_key(path, env)
     except OSError as exc:
         raise ConfigError(f"store.data_dir: cannot use {path}: {exc.strerror or exc}") from exc
+    return DataDir(
+        path,
+        _private_key(path / SERVER_KEY_NAME, pem),
+        master,
+        previous_server_key=_previous_server_key(path),
+    )
+
+
+def _private_key(path: Path, pem: bytes) -> RsaKey:
     try:
-        server_key = keys.load_private_key(pem)
+        return keys.load_private_key(pem)
     except IntegrityError as exc:
-        raise ConfigError(f"{path / SERVER_KEY_NAME} is not a readable private key") from exc
-    return DataDir(path, server_key, master)
+        raise ConfigError(f"{path} is not a readable private key") from exc
+
+
+def _previous_server_key(path: Path) -> RsaKey | None:
+    """The server key before the last rotation, if it is kept (to endorse the new one)."""
+    previous = path / PREVIOUS_SERVER_KEY_NAME
+    try:
+        return _private_key(previous, read_secret_file(previous))
+    except FileNotFoundError:
+        return None
 
 
 def _master_key(path: Path, env: Mapping[str, str]) -> MasterKey:

@@ -2,12 +2,15 @@
 
 * ``ServerKeyRequest`` (plain) is answered with the server's public key, which the client
   pins (trust on first use, like SSH ``known_hosts``): everything later is sealed to that
-  key or signed by it, so a server showing another key cannot serve that client.
+  key or signed by it, so a server showing another key cannot serve that client. After
+  ``cipherdrop-admin rotate-server-key`` the answer also carries the previous key and its
+  signature over the new one, so clients that pinned the previous key follow the change.
 * ``RegisterRequest`` arrives sealed to the server key. The name has been validated by the
   codec (``invalid-name`` otherwise) and the public key must be one the key exchange
   accepts (``bad-request`` otherwise); a taken name is refused ``name-taken``. A new
-  client gets 16 random bytes as its id and keeps that key for good: from its first key
-  exchange on, only a request signed by that key gets a session (see :mod:`workers.keyx`).
+  client gets 16 random bytes as its id and keeps that key until it moves to another
+  (``RekeyRequest``): from its first key exchange on, only a request signed by that key
+  gets a session (see :mod:`workers.keyx`).
   The key is bound here, not at the first exchange, so nobody who learns a new id can
   claim it with a key of their own before its owner connects. Where the operator allows
   only invited clients (``store.registration = "invite"``), the request must carry an
@@ -24,6 +27,7 @@ import hashlib
 import secrets
 
 from common import keys
+from common.codec import server_key_endorsement_bytes
 from common.errors import RefusedError
 from common.fields import ID_LEN
 from common.messages import (
@@ -42,7 +46,13 @@ from workers.keyx import verify_gateway
 from workers.service import Context, Dispatcher, Route
 from workers.store import NotInvited, Store
 
-__all__ = ["SERVICE", "invite_digest", "legacy_register_routes", "register_service"]
+__all__ = [
+    "SERVICE",
+    "invite_digest",
+    "legacy_register_routes",
+    "register_service",
+    "server_key_reply",
+]
 
 SERVICE = "cipherdrop.register"
 
@@ -52,11 +62,22 @@ def invite_digest(code: bytes) -> bytes:
     return hashlib.sha256(code).digest()
 
 
-def register_service(store: Store, data: DataDir, *, invites_only: bool = False) -> Dispatcher:
+def server_key_reply(data: DataDir) -> ServerKey:
+    """The ServerKey answer: the key, and after a rotation the previous key's endorsement."""
     public_der = data.server_public_der
+    previous = data.previous_server_key
+    if previous is None:
+        return ServerKey(public_der)
+    previous_der = keys.public_key_der(previous)
+    endorsement = keys.sign(previous, server_key_endorsement_bytes(previous_der, public_der))
+    return ServerKey(public_der, previous_der, endorsement)
+
+
+def register_service(store: Store, data: DataDir, *, invites_only: bool = False) -> Dispatcher:
+    answer = server_key_reply(data)  # signed once: the keys do not change while it runs
 
     def server_key(ctx: Context, msg: ServerKeyRequest) -> ServerKey:
-        return ServerKey(public_der)
+        return answer
 
     def register(ctx: Context, msg: RegisterRequest) -> Registered:
         keys.load_public_key(msg.public_key)  # a key no exchange would accept: bad-request

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from client.cli import ExitStatus
-from common import crypto
+from client.identity import load_identity
+from common import crypto, keys
 from common.cksum import cksum
 from common.errors import ConfigError, RefusedError
 from common.messages import ChunkStored
@@ -397,3 +398,57 @@ def test_a_server_for_invited_clients_registers_only_with_an_operators_code(
         for valid in ("0", "-5", "nan", "a week"):
             refused = run_admin(stack.data_dir, "invite", "--valid", valid)
             assert refused.returncode == 2 and "seconds" in refused.stderr, valid
+
+
+def test_rotate_server_key_hands_the_clients_over_to_the_new_key(populated: Populated) -> None:
+    data = populated.data
+    busy = run_admin(data, "rotate-server-key")
+    assert busy.returncode == admin.ExitStatus.CONFIG
+    assert "stop the server" in busy.stderr
+    old_fingerprint = load_identity(populated.home("bob")).server_fingerprint
+    assert populated.server.stop(timeout=30) == 0
+
+    rotated = run_admin(data, "rotate-server-key")
+    assert rotated.returncode == 0, rotated.stderr
+    new_key = keys.load_private_key((data / "server_key.pem").read_bytes())
+    new_fingerprint = keys.fingerprint(new_key)
+    assert new_fingerprint != old_fingerprint
+    assert f"new server key {new_fingerprint}" in rotated.stdout
+    for name in ("server_key.pem", "server_key.previous.pem"):
+        assert (data / name).stat().st_mode & 0o777 == 0o600
+    previous = keys.load_private_key((data / "server_key.previous.pem").read_bytes())
+    assert keys.fingerprint(previous) == old_fingerprint
+
+    # The restarted server presents the new key; bob follows the endorsement, once.
+    populated.server = ServerProcess(populated.base, workers="file=1,key=1,register=1")
+    first = populated.put("bob", populated.sources["bob/notes.md"])
+    assert first.returncode == 0, first.stderr
+    assert f"changed its key from {old_fingerprint} to {new_fingerprint}" in first.stderr
+    assert load_identity(populated.home("bob")).server_fingerprint == new_fingerprint
+    second = populated.put("bob", populated.sources["bob/notes.md"])
+    assert second.returncode == 0, second.stderr
+    assert "changed its key" not in second.stderr
+
+    # Without the previous key there is no endorsement: a client still on the old pin
+    # is refused, as for any other key.
+    assert populated.server.stop(timeout=30) == 0
+    (data / "server_key.previous.pem").unlink()
+    populated.server = ServerProcess(populated.base, workers="file=1,key=1,register=1")
+    refused = populated.put("alice", populated.sources["alice/report.txt"])
+    assert refused.returncode == ExitStatus.SERVER_KEY_MISMATCH
+    assert old_fingerprint in refused.stderr and new_fingerprint in refused.stderr
+
+    # Given the new fingerprint from the operator, alice pins it and keeps her identity.
+    endpoint = populated.server.endpoint
+    home = populated.home("alice")
+    wrong = run_client(home, endpoint, "trust", old_fingerprint, "--server", endpoint)
+    assert wrong.returncode == ExitStatus.SERVER_KEY_MISMATCH
+    assert "nothing changed" in wrong.stderr
+    assert load_identity(home).server_fingerprint == old_fingerprint
+    typo = run_client(home, endpoint, "trust", "SHA256:12", "--server", endpoint)
+    assert typo.returncode == ExitStatus.USAGE and "Traceback" not in typo.stderr
+    trusted = run_client(home, endpoint, "trust", new_fingerprint, "--server", endpoint)
+    assert trusted.returncode == 0, trusted.stderr
+    assert load_identity(home).server_fingerprint == new_fingerprint
+    after = populated.put("alice", populated.sources["alice/report.txt"])
+    assert after.returncode == 0, after.stderr

@@ -97,6 +97,7 @@ VALID: list[Message] = [
     ServerKeyRequest(),
     ServerKey(b"\x30" * 294),
     ServerKey(b"\x30" * 2048),
+    ServerKey(b"\x30" * 294, b"\x31" * 294, b"\x01" * 384),  # after a change of key
     KeyRequest(ID, "alice", b"\x30" * 420, 1_700_000_000_000, ID2, EPHEMERAL, b"\x01" * 384),
     SessionGranted(ID, b"\x02" * 384, 1_700_000_360_000, EPHEMERAL, b"\x03" * 384),
     RekeyRequest(
@@ -216,7 +217,11 @@ BAD_FIELDS: dict[type, dict[str, list[object]]] = {
         "invite": [bytes(33), "code", None, 0],
     },
     Registered: {"client_id": ID_BAD},
-    ServerKey: {"public_key": PUBLIC_KEY_BAD},
+    ServerKey: {
+        "public_key": PUBLIC_KEY_BAD,
+        "previous_key": [bytes(2049), "key", None, 0x30],
+        "endorsement": [bytes(1025), "sig", None],
+    },
     KeyRequest: {
         "client_id": ID_BAD,
         "name": CLIENT_NAME_BAD,
@@ -409,6 +414,16 @@ def test_data_key_sits_after_transfer_id() -> None:
 def test_encode_refuses_key_bytes_of_another_type(msg: Message) -> None:
     with pytest.raises(LocalProtocolError, match="key: expected bytes"):
         encode_body(msg)
+
+
+@pytest.mark.parametrize("half", ["previous_key", "endorsement"])
+def test_a_server_key_endorsement_comes_whole_or_not_at_all(half: str) -> None:
+    whole = ServerKey(b"\x30" * 294, b"\x31" * 294, b"\x01" * 384)
+    raw = wire(whole) | {half: b""}
+    with pytest.raises(RemoteProtocolError, match="both set, or both empty"):
+        decode_body(MessageType.SERVER_KEY, pack(raw))
+    with pytest.raises(LocalProtocolError, match="both set, or both empty"):
+        encode_body(dataclasses.replace(whole, **{half: b""}))
 
 
 def test_server_key_request_is_the_empty_map() -> None:

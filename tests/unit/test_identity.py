@@ -10,6 +10,7 @@ import pytest
 
 from client import identity as ident
 from common import keys
+from common.codec import server_key_endorsement_bytes
 from common.errors import ConfigError
 from common.keys import RsaKey
 
@@ -172,3 +173,56 @@ def test_given_fingerprint_must_match(tmp_path: Path, server_der: bytes) -> None
     typed = ":".join(typed[i : i + 2] for i in range(0, 64, 2))
     assert ident.pin_server(tmp_path, "tcp://h:1", server_der, typed).first_use is False
     assert ident.known_server(tmp_path, "tcp://h:1") == keys.fingerprint(server_der)
+
+
+# --- a server that changed its key -----------------------------------------------------------
+
+
+def endorsement(previous: RsaKey, new_der: bytes) -> tuple[bytes, bytes]:
+    previous_der = keys.public_key_der(previous)
+    signed = server_key_endorsement_bytes(previous_der, new_der)
+    return previous_der, keys.sign(previous, signed)
+
+
+def test_a_key_the_pinned_key_endorsed_is_followed(tmp_path: Path, private_key: RsaKey) -> None:
+    old_der = keys.public_key_der(private_key)
+    new_der = keys.public_key_der(keys.generate_private_key(2048))
+    ident.pin_server(tmp_path, "tcp://h:1", old_der, None)
+    ident.pin_server(tmp_path, "tcp://h:2", old_der, None)  # another endpoint's line stays
+    pinned = ident.pin_server(
+        tmp_path, "tcp://h:1", new_der, None, endorsement(private_key, new_der)
+    )
+    assert pinned == ident.Pinned(
+        keys.fingerprint(new_der), first_use=False, followed=keys.fingerprint(old_der)
+    )
+    assert ident.known_server(tmp_path, "tcp://h:1") == keys.fingerprint(new_der)
+    assert ident.known_server(tmp_path, "tcp://h:2") == keys.fingerprint(old_der)
+    assert (tmp_path / ident.KNOWN_SERVERS_FILE).stat().st_mode & 0o777 == 0o600
+    # The identity's pin (passed as expected) is followed the same way.
+    identity = make_identity(tmp_path)
+    ident.save_identity(identity, private_key, None)
+    updated = ident.update_server_fingerprint(identity, keys.fingerprint(new_der))
+    assert ident.load_identity(tmp_path) == updated
+    assert updated.server_fingerprint == keys.fingerprint(new_der)
+
+
+def test_an_endorsement_that_does_not_hold_is_a_mismatch(
+    tmp_path: Path, private_key: RsaKey, server_der: bytes
+) -> None:
+    old_der = keys.public_key_der(private_key)
+    new_key = keys.generate_private_key(2048)
+    new_der = keys.public_key_der(new_key)
+    ident.pin_server(tmp_path, "tcp://h:1", old_der, None)
+    previous_der, signature = endorsement(private_key, new_der)
+    forged = bytes(len(signature))
+    not_ours = endorsement(new_key, new_der)  # signed by a key that is not the pinned one
+    for bad in [
+        None,
+        (previous_der, forged),
+        not_ours,
+        (previous_der, endorsement(private_key, server_der)[1]),  # for another key
+        (b"junk", signature),
+    ]:
+        with pytest.raises(ident.ServerKeyMismatchError):
+            ident.pin_server(tmp_path, "tcp://h:1", new_der, None, bad)
+        assert ident.known_server(tmp_path, "tcp://h:1") == keys.fingerprint(old_der)

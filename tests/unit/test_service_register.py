@@ -10,7 +10,7 @@ import msgpack
 import pytest
 
 from common import keys
-from common.codec import decode_body, decode_envelope, encode_body
+from common.codec import decode_body, decode_envelope, encode_body, server_key_endorsement_bytes
 from common.messages import (
     ErrorReply,
     Flags,
@@ -20,6 +20,7 @@ from common.messages import (
     ServerKey,
     ServerKeyRequest,
 )
+from common.secretfile import write_secret_file
 from workers.admin_store import AdminStore
 from workers.register import invite_digest, register_service
 
@@ -44,6 +45,25 @@ def test_server_key_request_is_answered_in_plain_with_the_public_key(server: Ser
     assert flags == Flags(0)
     assert isinstance(reply, ServerKey)
     assert keys.fingerprint(reply.public_key) == server.data.fingerprint
+
+
+def test_after_a_change_of_key_the_previous_key_endorses_the_new_one(tmp_path: Path) -> None:
+    (tmp_path / "var").mkdir(mode=0o700)
+    previous = rsa_key("previous server")
+    write_secret_file(
+        tmp_path / "var" / "server_key.previous.pem", keys.private_key_to_pem(previous)
+    )
+    server = Server(tmp_path / "var")
+    try:
+        frames = [envelope(MessageType.SERVER_KEY_REQUEST), encode_body(ServerKeyRequest())]
+        _, reply = plain_reply(server.call("register", frames))
+    finally:
+        server.close()
+    assert isinstance(reply, ServerKey)
+    assert reply.previous_key == keys.public_key_der(previous)
+    signed = server_key_endorsement_bytes(reply.previous_key, reply.public_key)
+    keys.verify(previous.public_key(), signed, reply.endorsement)
+    assert reply.public_key == server.data.server_public_der != reply.previous_key
 
 
 def test_register_returns_a_new_16_byte_id_sealed_to_the_one_time_key(server: Server) -> None:

@@ -119,7 +119,9 @@ def test_server_key_round_trip(server_key: RsaKey) -> None:
     req = core.server_key_request()
     assert decode_envelope(req.frames[0]).type is MessageType.SERVER_KEY_REQUEST
     der = keys.public_key_der(server_key)
-    assert core.open_server_key(req, reply(req.request_id, ServerKey(der))) == der
+    assert core.open_server_key(req, reply(req.request_id, ServerKey(der))) == ServerKey(der)
+    endorsed = ServerKey(der, b"\x30" * 294, b"\x01" * 384)  # checked by the pinning
+    assert core.open_server_key(req, reply(req.request_id, endorsed)) == endorsed
 
 
 def test_reply_to_another_request_is_refused(server_key: RsaKey) -> None:
