@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from common import keys
+from common.errors import ConfigError
+from common.secretfile import write_secret_file
+from workers import admin_keys
 from workers.admin_store import AdminStore
 from workers.app import MASTER_CHECK_KEY
+from workers.datadir import PREVIOUS_SERVER_KEY_NAME, SERVER_KEY_NAME, open_data_dir
 
 from .server_harness import Client, Server, rsa_key
 
@@ -68,3 +73,47 @@ def test_rotation_rewraps_every_wrapped_column(server: Server) -> None:
         assert admin.revocation_count() == revocations  # a counter, not a wrapped value
     finally:
         admin.close()
+
+
+# --- rotate-server-key ---------------------------------------------------------------------
+
+
+def test_server_key_rotation_keeps_the_previous_key_private(tmp_path: Path) -> None:
+    data = tmp_path / "var"
+    data.mkdir(mode=0o700)
+    current = keys.private_key_to_pem(rsa_key("server"))
+    write_secret_file(data / SERVER_KEY_NAME, current)
+    previous, new = admin_keys.rotate_server_key(data, 2048)
+    assert previous == keys.fingerprint(rsa_key("server"))
+    assert (data / PREVIOUS_SERVER_KEY_NAME).read_bytes() == current
+    assert new == keys.fingerprint(keys.load_private_key((data / SERVER_KEY_NAME).read_bytes()))
+    assert new != previous
+    for name in (SERVER_KEY_NAME, PREVIOUS_SERVER_KEY_NAME):
+        assert (data / name).stat().st_mode & 0o777 == 0o600
+    opened = open_data_dir(data, 2048, env={})
+    assert opened.previous_server_key is not None
+    assert keys.fingerprint(opened.previous_server_key) == previous
+
+
+@pytest.mark.parametrize("content", [None, b"not a key", b"-----BEGIN PRIVATE KEY-----\n"])
+def test_server_key_rotation_without_a_readable_key_changes_nothing(
+    tmp_path: Path, content: bytes | None
+) -> None:
+    data = tmp_path / "var"
+    data.mkdir(mode=0o700)
+    if content is not None:
+        write_secret_file(data / SERVER_KEY_NAME, content)
+    with pytest.raises(ConfigError):
+        admin_keys.rotate_server_key(data, 2048)
+    assert not (data / PREVIOUS_SERVER_KEY_NAME).exists()
+    if content is not None:
+        assert (data / SERVER_KEY_NAME).read_bytes() == content
+
+
+def test_a_damaged_previous_server_key_stops_the_server_with_its_name(tmp_path: Path) -> None:
+    data = tmp_path / "var"
+    data.mkdir(mode=0o700)
+    write_secret_file(data / SERVER_KEY_NAME, keys.private_key_to_pem(rsa_key("server")))
+    write_secret_file(data / PREVIOUS_SERVER_KEY_NAME, b"damaged")
+    with pytest.raises(ConfigError, match=PREVIOUS_SERVER_KEY_NAME):
+        open_data_dir(data, 2048, env={})
