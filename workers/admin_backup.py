@@ -23,7 +23,14 @@ from common.errors import ConfigError, StorageError
 from common.secretfile import read_secret_file, write_secret_file
 from workers.admin_store import AdminStore
 from workers.blobs import Blobs
-from workers.datadir import BLOBS_NAME, DB_NAME, MASTER_KEY_NAME, SERVER_KEY_NAME, DataDir
+from workers.datadir import (
+    BLOBS_NAME,
+    DB_NAME,
+    MASTER_KEY_NAME,
+    PREVIOUS_SERVER_KEY_NAME,
+    SERVER_KEY_NAME,
+    DataDir,
+)
 
 __all__ = ["BackupResult", "backup"]
 
@@ -86,4 +93,7 @@ def backup(data: DataDir, store: AdminStore, target: Path, with_keys: bool) -> B
     if with_keys:
         write_secret_file(target / SERVER_KEY_NAME, read_secret_file(data.path / SERVER_KEY_NAME))
         write_secret_file(target / MASTER_KEY_NAME, data.master.key)
+        if (data.path / PREVIOUS_SERVER_KEY_NAME).exists():  # it endorses the current key
+            previous = read_secret_file(data.path / PREVIOUS_SERVER_KEY_NAME)
+            write_secret_file(target / PREVIOUS_SERVER_KEY_NAME, previous)
     return BackupResult(count, chunks, tuple(dropped), tuple(damaged), with_keys)

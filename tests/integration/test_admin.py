@@ -418,6 +418,10 @@ def test_rotate_server_key_hands_the_clients_over_to_the_new_key(populated: Popu
         assert (data / name).stat().st_mode & 0o777 == 0o600
     previous = keys.load_private_key((data / "server_key.previous.pem").read_bytes())
     assert keys.fingerprint(previous) == old_fingerprint
+    copy = populated.base / "backup-with-keys"
+    assert run_admin(data, "backup", str(copy), "--with-keys").returncode == 0
+    for name in ("server_key.pem", "server_key.previous.pem"):
+        assert (copy / name).read_bytes() == (data / name).read_bytes()
 
     # The restarted server presents the new key; bob follows the endorsement, once.
     populated.server = ServerProcess(populated.base, workers="file=1,key=1,register=1")
