@@ -4,9 +4,9 @@ Each key exchange, client and server each make an X25519 key pair used for that 
 only (:class:`Ephemeral`) and send its public half, signed with the rest of their message.
 The session key is then :func:`session_key`: HKDF-SHA256 of the X25519 shared secret and
 the 32 bytes the server wrapped to the client's RSA key. Whoever later obtains the
-client's RSA private key (or the server's) and a recording of the exchange can unwrap
-the second part but not compute the first: the one-use private keys existed only in the
-two processes' memory during the exchange.
+client's RSA private key and a recording of the exchange can unwrap the second part but
+not compute the first (nor can the server's key, which opens only the key request): the
+one-use private keys existed only in the two processes' memory during the exchange.
 
 Guarantees: a public key is exactly 32 bytes; an exchange that gives the all-zero shared
 secret (a peer key of small order, which would let it choose the secret) is refused
