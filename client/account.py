@@ -6,6 +6,8 @@ invocation and the settings; failures are raised, for :func:`client.cli.main` to
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from client.connection import Connection
 from client.identity import (
     NEXT_KEY_FILE,
@@ -23,6 +25,7 @@ from client.identity import (
 )
 from client.invocation import (
     NEW_PASSPHRASE_VARIABLE,
+    PASSPHRASE_VARIABLE,
     Invocation,
     ask_passphrase,
     explicit_server,
@@ -34,6 +37,15 @@ from common.errors import ConfigError
 from config import Settings
 
 __all__ = ["passphrase", "rekey", "trust", "whoami"]
+
+
+def _key_fingerprint(ctx: Invocation, home: Path) -> str:
+    """The fingerprint of this client's public key, as ``cipherdrop-admin clients --json``
+    shows the one the server holds; a key under a passphrase needs CIPHERDROP_PASSPHRASE."""
+    words = ctx.env.get(PASSPHRASE_VARIABLE) or None
+    if words is None and is_encrypted_pem(home):
+        return f"(under a passphrase: set {PASSPHRASE_VARIABLE} to show it)"
+    return keys.fingerprint(keys.public_key_der(load_private_key(home, words)))
 
 
 def rekey(ctx: Invocation, settings: Settings) -> None:
@@ -102,6 +114,7 @@ def whoami(ctx: Invocation, settings: Settings) -> None:
     identity = load_identity(settings.client.home)
     print(f"name         {identity.name}", file=ctx.out)
     print(f"client id    {identity.client_id.hex()}", file=ctx.out)
+    print(f"key          {_key_fingerprint(ctx, settings.client.home)}", file=ctx.out)
     print(f"server       {identity.server}", file=ctx.out)
     print(f"fingerprint  {identity.server_fingerprint}", file=ctx.out)
     print(f"home         {identity.home}", file=ctx.out)

@@ -137,6 +137,7 @@ def clients(inv: Invocation) -> int:
                 "files": c.files,
                 "used": c.used,
                 "quota": c.quota,
+                "key": c.key,
             }
             inv.say(json.dumps(record))
         return 0

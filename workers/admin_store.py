@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common import keys
 from workers import db
 from workers.app import MASTER_CHECK_CONTEXT, MASTER_CHECK_KEY
 from workers.db import translated
@@ -45,6 +46,7 @@ class ClientInfo:
     files: int
     used: int  # bytes the quota counts: its files' and unfinished uploads' sizes
     quota: int | None  # its own quota (bytes), or None: the server's store.quota
+    key: str | None = None  # the fingerprint of its public key (None: none stored yet)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,17 +68,26 @@ class StoredFile:
 
 _CLIENTS = """SELECT c.id, c.name, c.created_at, c.last_seen, c.revoked, c.legacy,
     (SELECT count(*) FROM files f WHERE f.client_id = c.id),
-    (SELECT coalesce(sum(u.size), 0) FROM uploads u WHERE u.client_id = c.id), c.quota
-    FROM clients c"""
+    (SELECT coalesce(sum(u.size), 0) FROM uploads u WHERE u.client_id = c.id), c.quota,
+    c.public_key FROM clients c"""
 _FILES = """SELECT f.client_id, c.name, f.name, f.size, f.crc, f.uploaded_at, f.verified,
     f.data_key, f.transfer_id, u.chunk_size, u.chunk_count FROM files f
     JOIN clients c ON c.id = f.client_id JOIN uploads u ON u.transfer_id = f.transfer_id"""
 
 
 def _client(row: tuple[Any, ...]) -> ClientInfo:
-    cid, name, created, seen, revoked, legacy, files, used, quota = row
+    cid, name, created, seen, revoked, legacy, files, used, quota, public_key = row
     return ClientInfo(
-        bytes(cid), name, created, seen, bool(revoked), bool(legacy), files, used, quota
+        bytes(cid),
+        name,
+        created,
+        seen,
+        bool(revoked),
+        bool(legacy),
+        files,
+        used,
+        quota,
+        None if public_key is None else keys.fingerprint(bytes(public_key)),
     )
 
 

@@ -138,6 +138,7 @@ def test_clients_files_check_revoke_and_online_backup(populated: Populated) -> N
     assert set(clients) == {"alice", "bob"}
     whoami = run_client(populated.home("alice"), populated.server.endpoint, "whoami").stdout
     assert clients["alice"]["id"] in whoami
+    assert f"key          {clients['alice']['key']}" in whoami  # the key the server holds
     assert clients["alice"]["files"] == 2 and clients["alice"]["revoked"] is False
     sizes = {label: path.stat().st_size for label, path in populated.sources.items()}
     assert clients["alice"]["used"] == sizes["alice/report.txt"] + sizes["alice/random.bin"]

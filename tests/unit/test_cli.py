@@ -131,10 +131,23 @@ def test_whoami_without_identity_is_not_registered(tmp_path: Path) -> None:
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_whoami_prints_the_identity(registered: Path) -> None:
+def test_whoami_prints_the_identity(registered: Path, private_key: keys.RsaKey) -> None:
     code, out, err = run(["whoami"], registered)
     assert (code, err) == (ExitStatus.OK, "")
     assert "alice" in out and bytes(range(16)).hex() in out and "SHA256:ab" in out
+    assert f"key          {keys.fingerprint(keys.public_key_der(private_key))}\n" in out
+
+
+def test_whoami_shows_a_key_under_a_passphrase_only_with_it(
+    registered: Path, private_key: keys.RsaKey
+) -> None:
+    run(["passphrase"], registered, CIPHERDROP_NEW_PASSPHRASE="some words")
+    code, out, _ = run(["whoami"], registered)
+    assert code == ExitStatus.OK and "set CIPHERDROP_PASSPHRASE to show it" in out
+    code, out, _ = run(["whoami"], registered, CIPHERDROP_PASSPHRASE="some words")
+    assert keys.fingerprint(keys.public_key_der(private_key)) in out
+    code, _, err = run(["whoami"], registered, CIPHERDROP_PASSPHRASE="wrong words")
+    assert code == ExitStatus.CONFIG and "wrong passphrase" in err
 
 
 def test_global_flags_work_after_the_command(registered: Path, tmp_path: Path) -> None:
