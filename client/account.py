@@ -15,6 +15,7 @@ from client.identity import (
     ServerKeyMismatchError,
     adopt_next_key,
     is_encrypted_pem,
+    keep_source_secret,
     load_identity,
     load_next_key,
     load_private_key,
@@ -61,6 +62,7 @@ def rekey(ctx: Invocation, settings: Settings) -> None:
             save_next_key(home, new_key, ctx.passphrase)
         else:
             ctx.say("finishing the key change begun before")
+        keep_source_secret(home, account.source_secret)  # tokens of files put so far stay
         ended = account.rekey(new_key)
     adopt_next_key(home)
     fingerprint = keys.fingerprint(keys.public_key_der(new_key))

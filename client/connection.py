@@ -110,6 +110,7 @@ class Account:
         private_key: RsaKey,
         server_key: RsaKey,
         clock: Callable[[], float] = time.time,
+        source_secret: bytes | None = None,
     ) -> None:
         self.conn = conn
         self.identity = identity
@@ -117,6 +118,8 @@ class Account:
         self._server_key = server_key
         self._clock = clock
         self._session: core.Session | None = None
+        # The key of the source tokens: kept from the first key pair once there is another.
+        self.source_secret = source_secret or core.source_secret(private_key)
 
     @property
     def session(self) -> core.Session:
@@ -127,7 +130,7 @@ class Account:
 
     def source_token(self, size: int, mtime_ns: int) -> bytes:
         """This client's token for a file version (:func:`client.session.source_token`)."""
-        return core.source_token(self._private_key, size, mtime_ns)
+        return core.source_token(self.source_secret, size, mtime_ns)
 
     def reconnect(self) -> core.Session:
         """Key exchange: prove possession of our key, get a new session key."""

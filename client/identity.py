@@ -6,6 +6,7 @@ Layout of ``CIPHERDROP_HOME`` (default ``~/.cipherdrop``)::
         identity.json    name, client id (hex), server endpoint, server fingerprint
         private_key.pem  PKCS#8 PEM, mode 0600 from birth, optionally under a passphrase
         private_key.pem.next  the new key while ``cipherdrop rekey`` runs (same rules)
+        source.key       from the first rekey on: the key of the source tokens, 0600
         known_servers    one "<endpoint> <fingerprint>" line per trusted server (TOFU)
 
 Guarantees:
@@ -47,10 +48,12 @@ __all__ = [
     "canonical_fingerprint",
     "ensure_home",
     "is_encrypted_pem",
+    "keep_source_secret",
     "known_server",
     "load_identity",
     "load_next_key",
     "load_private_key",
+    "load_source_secret",
     "pin_server",
     "remember_server",
     "replace_server",
@@ -64,6 +67,8 @@ HOME_MODE = 0o700
 IDENTITY_FILE = "identity.json"
 PRIVATE_KEY_FILE = "private_key.pem"
 NEXT_KEY_FILE = "private_key.pem.next"
+SOURCE_KEY_FILE = "source.key"
+_SOURCE_KEY_LEN = 32
 KNOWN_SERVERS_FILE = "known_servers"
 _MAX_FILE = 1024 * 1024
 
@@ -189,6 +194,26 @@ def load_next_key(home: Path, passphrase: str | None) -> RsaKey | None:
 def adopt_next_key(home: Path) -> None:
     """The new key becomes the client's key (the server has moved the client to it)."""
     replace_secret_file(Path(home) / NEXT_KEY_FILE, Path(home) / PRIVATE_KEY_FILE)
+
+
+def load_source_secret(home: Path) -> bytes | None:
+    """The key of the source tokens kept since the client's first rekey, if any (until
+    then it is derived from the private key)."""
+    path = Path(home) / SOURCE_KEY_FILE
+    try:
+        secret = read_secret_file(path)
+    except FileNotFoundError:
+        return None
+    if len(secret) != _SOURCE_KEY_LEN:
+        raise ConfigError(f"{path} is damaged: not {_SOURCE_KEY_LEN} bytes")
+    return secret
+
+
+def keep_source_secret(home: Path, secret: bytes) -> None:
+    """Keep the key of the source tokens before the key pair it came from is replaced,
+    so tokens of files put before stay valid (0600; kept as it is if already there)."""
+    if not (Path(home) / SOURCE_KEY_FILE).exists():
+        write_secret_file(Path(home) / SOURCE_KEY_FILE, secret)
 
 
 def known_server(home: Path, endpoint: str) -> str | None:

@@ -20,6 +20,7 @@ from client.identity import (
     is_encrypted_pem,
     load_identity,
     load_private_key,
+    load_source_secret,
     update_server_fingerprint,
 )
 from common.errors import ConfigError
@@ -124,6 +125,8 @@ def open_account(
                 file=ctx.err,
                 flush=True,
             )
-        yield Account(conn, identity, private_key, server_key)
+        yield Account(
+            conn, identity, private_key, server_key, source_secret=load_source_secret(home)
+        )
     finally:
         conn.close()

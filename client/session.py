@@ -89,6 +89,8 @@ __all__ = [
     "sealed_to_server",
     "server_key_request",
     "session_request",
+    "source_secret",
+    "source_token",
 ]
 
 M = TypeVar("M", bound=Message)
@@ -243,14 +245,20 @@ def rekey_request(
     return sealed_to_server(server_key, request)
 
 
-def source_token(private_key: RsaKey, size: int, mtime_ns: int) -> bytes:
-    """``UploadBegin.source``: 16 bytes that change with the file's size and modification
-    time, keyed by the client's private key, so the server can match a resume to the same
-    version of a file without learning when it was modified."""
+def source_secret(private_key: RsaKey) -> bytes:
+    """The key of this client's source tokens, derived from its private key:
+    SHA-256("cipherdrop-source-v1" || d). A client that changed its key pair keeps the one
+    of its first key (``source.key`` in its home), so its tokens do not change."""
     d = int(private_key.d)
-    secret = hashlib.sha256(b"cipherdrop-source-v1" + d.to_bytes((d.bit_length() + 7) // 8))
+    return hashlib.sha256(b"cipherdrop-source-v1" + d.to_bytes((d.bit_length() + 7) // 8)).digest()
+
+
+def source_token(secret: bytes, size: int, mtime_ns: int) -> bytes:
+    """``UploadBegin.source``: 16 bytes that change with the file's size and modification
+    time, keyed by the client's ``secret`` (:func:`source_secret`), so the server can match
+    a resume to the same version of a file without learning when it was modified."""
     version = struct.pack(">Qq", size, mtime_ns)
-    return hmac.new(secret.digest(), version, hashlib.sha256).digest()[:16]
+    return hmac.new(secret, version, hashlib.sha256).digest()[:16]
 
 
 def session_request(session: Session, msg: Message) -> Outgoing:

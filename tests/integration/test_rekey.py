@@ -18,6 +18,7 @@ from client.cli import ExitStatus
 from client.identity import (
     NEXT_KEY_FILE,
     PRIVATE_KEY_FILE,
+    SOURCE_KEY_FILE,
     is_encrypted_pem,
     load_identity,
     load_private_key,
@@ -95,6 +96,12 @@ def test_rekey_moves_the_client_and_its_files_stay(stack: Stack, tmp_path: Path)
     result = stack.client(home, "get", "notes.txt", "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert out.read_bytes() == source.read_bytes()
+    # Files put before the rekey are still known as unchanged: the source tokens' key is
+    # kept from the first key pair.
+    result = stack.client(home, "put", str(source), "--skip-unchanged")
+    assert result.returncode == 0, result.stderr
+    assert "unchanged, skipped" in result.stdout
+    assert (home / SOURCE_KEY_FILE).stat().st_mode & 0o777 == 0o600
     # The old key proves nothing any more.
     result = stack.client(old_home, "ls")
     assert result.returncode == ExitStatus.REFUSED

@@ -226,3 +226,16 @@ def test_an_endorsement_that_does_not_hold_is_a_mismatch(
         with pytest.raises(ident.ServerKeyMismatchError):
             ident.pin_server(tmp_path, "tcp://h:1", new_der, None, bad)
         assert ident.known_server(tmp_path, "tcp://h:1") == keys.fingerprint(old_der)
+
+
+def test_the_source_key_is_kept_once_private_and_checked(
+    tmp_path: Path, private_key: RsaKey
+) -> None:
+    assert ident.load_source_secret(tmp_path) is None  # derived from the key until a rekey
+    ident.keep_source_secret(tmp_path, bytes(range(32)))
+    assert mode(tmp_path / ident.SOURCE_KEY_FILE) == 0o600
+    ident.keep_source_secret(tmp_path, bytes(32))  # a later rekey keeps the first one
+    assert ident.load_source_secret(tmp_path) == bytes(range(32))
+    (tmp_path / ident.SOURCE_KEY_FILE).write_bytes(b"short")
+    with pytest.raises(ConfigError, match="damaged"):
+        ident.load_source_secret(tmp_path)

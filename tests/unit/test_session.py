@@ -460,13 +460,15 @@ def test_session_lost_twice_is_an_error(server_key: RsaKey, client_key: RsaKey) 
 def test_source_token_names_a_file_version_for_this_client_only(
     client_key: RsaKey, server_key: RsaKey
 ) -> None:
-    token = core.source_token(client_key, 1000, 1_700_000_000_123_456_789)
+    secret = core.source_secret(client_key)
+    assert len(secret) == 32 and secret == core.source_secret(client_key)
+    token = core.source_token(secret, 1000, 1_700_000_000_123_456_789)
     assert len(token) == 16
-    assert token == core.source_token(client_key, 1000, 1_700_000_000_123_456_789)
+    assert token == core.source_token(secret, 1000, 1_700_000_000_123_456_789)
     others = {
-        core.source_token(client_key, 1001, 1_700_000_000_123_456_789),  # grew
-        core.source_token(client_key, 1000, 1_700_000_000_123_456_790),  # touched
-        core.source_token(server_key, 1000, 1_700_000_000_123_456_789),  # another key
-        core.source_token(client_key, 1000, -1),  # before 1970
+        core.source_token(secret, 1001, 1_700_000_000_123_456_789),  # grew
+        core.source_token(secret, 1000, 1_700_000_000_123_456_790),  # touched
+        core.source_token(core.source_secret(server_key), 1000, 1_700_000_000_123_456_789),
+        core.source_token(secret, 1000, -1),  # before 1970
     }
     assert token not in others and len(others) == 4
