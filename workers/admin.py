@@ -1,10 +1,10 @@
 """``cipherdrop-admin`` / ``python -m workers.admin``: the operator's commands.
 
 ``init``, ``fingerprint``, ``clients``, ``files [CLIENT]``, ``invite``, ``quota``,
-``revoke CLIENT``, ``rotate-master-key``, ``rotate-server-key``, ``backup PATH``, ``check``
-and ``ping`` (a health check over MMI); ``docs/operations.md`` describes each. Settings
-come from the same sources as the server (``--config``, ``CIPHERDROP_*``, flags), so
-``--data`` / ``CIPHERDROP_DATA`` name the data directory.
+``revoke CLIENT``, ``purge CLIENT``, ``rotate-master-key``, ``rotate-server-key``,
+``backup PATH``, ``check`` and ``ping`` (a health check over MMI); ``docs/operations.md``
+describes each. Settings come from the same sources as the server (``--config``,
+``CIPHERDROP_*``, flags), so ``--data`` / ``CIPHERDROP_DATA`` name the data directory.
 
 Every failure ends here as one line on standard error and an exit status from
 :class:`ExitStatus`; a traceback only with ``--debug``.
@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     revoke = sub.add_parser("revoke", help="revoke a client and end its sessions")
     revoke.add_argument("client", help="client name or id (hex)")
+    purge = sub.add_parser("purge", help="delete a revoked client with all its files")
+    purge.add_argument("client", help="client name or id (hex)")
     sub.add_parser("rotate-master-key", help="new master key; re-wrap stored keys (server off)")
     sub.add_parser(
         "rotate-server-key", help="new server key, endorsed by the previous one (server off)"

@@ -228,6 +228,28 @@ def _stopped_server_path(inv: Invocation) -> Path:
     return path
 
 
+def purge(inv: Invocation) -> int:
+    data, store = _open(inv)
+    with closing(store):
+        client = _client(store, inv.args.client)
+        transfers = store.purge_client(client.id)
+    if transfers is None:
+        raise ConfigError(
+            f"{client.name} is not revoked: run 'cipherdrop-admin revoke {client.name}' first"
+        )
+    blobs = Blobs(data.blobs_path)
+    try:
+        for transfer_id in transfers:
+            blobs.remove(transfer_id)
+    finally:
+        blobs.close()
+    inv.say(
+        f"purged {client.name} ({client.id.hex()}): {client.files} file(s),"
+        f" {client.used} bytes; the name may be registered again"
+    )
+    return 0
+
+
 def rotate_server_key(inv: Invocation) -> int:
     path = _stopped_server_path(inv)
     previous, new = admin_keys.rotate_server_key(path, inv.settings.crypto.rsa_bits)
@@ -316,6 +338,7 @@ COMMANDS: dict[str, Callable[[Invocation], int]] = {
     "invite": invite,
     "quota": quota,
     "revoke": revoke,
+    "purge": purge,
     "rotate-master-key": rotate_master_key,
     "rotate-server-key": rotate_server_key,
     "backup": backup,

@@ -129,6 +129,28 @@ class AdminStore(Store):
         ]
 
     @translated
+    def purge_client(self, client_id: bytes) -> list[bytes] | None:
+        """Delete a revoked client and all it left: files, unfinished uploads and their
+        chunks, sessions, nonces (by cascade) and recorded replies, in one transaction.
+        The transfer ids whose contents the caller removes next; None (nothing changed)
+        if the client is not revoked. A crash before the contents are removed leaves
+        them unreferenced, for the sweep at the next server start."""
+        with db.write(self._db):
+            transfers = [
+                bytes(row[0])
+                for row in self._db.execute(
+                    "SELECT transfer_id FROM uploads WHERE client_id = ?", (client_id,)
+                )
+            ]
+            deleted = self._db.execute(
+                "DELETE FROM clients WHERE id = ? AND revoked = 1", (client_id,)
+            ).rowcount
+            if deleted != 1:
+                return None
+            self._db.execute("DELETE FROM replies WHERE client_id = ?", (client_id,))
+        return transfers
+
+    @translated
     def create_invite(self, digest: bytes, now: int, expires_at: int) -> None:
         """Keep an invite (the SHA-256 digest of its code) until ``expires_at``; expired
         ones are forgotten on the way."""

@@ -457,3 +457,48 @@ def test_rotate_server_key_hands_the_clients_over_to_the_new_key(populated: Popu
     assert load_identity(home).server_fingerprint == new_fingerprint
     after = populated.put("alice", populated.sources["alice/report.txt"])
     assert after.returncode == 0, after.stderr
+
+
+def test_purge_deletes_a_revoked_client_with_everything_it_stored(populated: Populated) -> None:
+    data = populated.data
+    ids = {c["name"]: c["id"] for c in json_lines(run_admin(data, "clients", "--json").stdout)}
+    alice = bytes.fromhex(str(ids["alice"]))
+    tables = ("sessions", "key_nonces", "uploads", "files", "replies")
+
+    def rows_of_alice() -> dict[str, int]:
+        with closing(sqlite3.connect(data / DB_NAME)) as db:
+            return {
+                table: db.execute(
+                    f"SELECT count(*) FROM {table} WHERE client_id = ?",
+                    (alice,),
+                ).fetchone()[0]
+                for table in tables
+            }
+
+    assert all(rows_of_alice()[table] > 0 for table in ("uploads", "files", "replies"))
+    blobs_before = {p.name for p in (data / "blobs").iterdir()}
+    not_revoked = run_admin(data, "purge", "alice")
+    assert not_revoked.returncode == admin.ExitStatus.CONFIG
+    assert "revoke alice" in not_revoked.stderr and "Traceback" not in not_revoked.stderr
+    missing = run_admin(data, "purge", "mallory")
+    assert missing.returncode == admin.ExitStatus.NOT_FOUND
+    assert {p.name for p in (data / "blobs").iterdir()} == blobs_before
+
+    assert run_admin(data, "revoke", "alice").returncode == 0
+    purged = run_admin(data, "purge", "alice")
+    assert purged.returncode == 0, purged.stderr
+    assert "purged alice" in purged.stdout and "2 file(s)" in purged.stdout
+    assert rows_of_alice() == dict.fromkeys(tables, 0)
+    clients = {c["name"] for c in json_lines(run_admin(data, "clients", "--json").stdout)}
+    assert clients == {"bob"}
+    left = json_lines(run_admin(data, "files", "--json").stdout)
+    assert [(f["client"], f["name"]) for f in left] == [("bob", "notes.md")]
+    assert len({p.name for p in (data / "blobs").iterdir()}) == 1  # bob's file only
+    assert run_admin(data, "check").returncode == 0
+    bob_notes = populated.sources["bob/notes.md"].read_bytes()
+    assert populated.stored_bytes("bob", "notes.md") == bob_notes
+    # The name is free again: a new client (with a new id) may take it.
+    again = run_client(
+        populated.base / "alice-again", populated.server.endpoint, "register", "alice"
+    )
+    assert again.returncode == 0, again.stderr
