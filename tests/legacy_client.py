@@ -107,9 +107,11 @@ class LegacyClient:
 
     def __init__(self, host: str, port: int, dialect: str, timeout: float = 30.0) -> None:
         self.dialect = DIALECTS[dialect]
+        # The key first: making one can take longer than a strict gateway's idle timeout
+        # (1.5 s in the tests) on a loaded machine, and the connection would be cut.
+        self.key = legacy_key()
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.client_id = bytes(16)
-        self.key = legacy_key()
         self.aes_key: bytes | None = None
 
     def close(self) -> None:
