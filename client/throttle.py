@@ -38,7 +38,7 @@ class Throttle:
         if self._free_at is not None and self._free_at > now:
             self._wait(self._free_at - now)
             now = self._free_at
-        self._free_at = max(now, self._free_at or now) + size / self.rate
+        self._free_at = now + size / self.rate
 
 
 def parse_rate(text: str) -> int:

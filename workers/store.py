@@ -201,20 +201,19 @@ class Store(UploadTables):
         """
         try:
             with db.write(self._db):
-                moved = self._db.execute(
-                    """UPDATE clients SET public_key = ?, last_seen = ?
-                       WHERE id = ? AND revoked = 0 AND legacy = 0 AND public_key = ?""",
-                    (new_public_key, now, client_id, public_key),
-                ).rowcount
-                if (
-                    moved != 1
-                    and not self._db.execute(
-                        """SELECT 1 FROM clients
-                       WHERE id = ? AND revoked = 0 AND legacy = 0 AND public_key = ?""",
-                        (client_id, new_public_key),
-                    ).fetchone()
-                ):
+                row = self._db.execute(
+                    "SELECT public_key FROM clients WHERE id = ? AND revoked = 0 AND legacy = 0",
+                    (client_id,),
+                ).fetchone()
+                current = None if row is None else row[0]
+                if current not in (public_key, new_public_key):
                     raise _Abort(Grant.KEY_MISMATCH)
+                moved = current == public_key
+                if moved:
+                    self._db.execute(
+                        "UPDATE clients SET public_key = ?, last_seen = ? WHERE id = ?",
+                        (new_public_key, now, client_id),
+                    )
                 self._spend_nonce(client_id, nonce, timestamp, oldest_timestamp)
                 ended = self._end_sessions(client_id) if moved else 0
                 self._record(record(ended), now)
