@@ -46,6 +46,7 @@ __all__ = [
     "ServerKeyMismatchError",
     "adopt_next_key",
     "canonical_fingerprint",
+    "endorses",
     "ensure_home",
     "is_encrypted_pem",
     "keep_source_secret",
@@ -269,7 +270,7 @@ def pin_server(
     pinned = expected or known_server(home, endpoint)
     if pinned:
         if keys.parse_fingerprint(pinned) != keys.fingerprint_digest(server_der):
-            if _endorses(pinned, server_der, endorsement):
+            if endorses(pinned, server_der, endorsement):
                 replace_server(home, endpoint, actual)
                 return Pinned(actual, first_use=False, followed=canonical_fingerprint(pinned))
             where = (
@@ -289,8 +290,9 @@ def pin_server(
     return Pinned(actual, first_use=True)
 
 
-def _endorses(pinned: str, server_der: bytes, endorsement: tuple[bytes, bytes] | None) -> bool:
-    """True if the pinned key signed its hand-over to ``server_der``."""
+def endorses(pinned: str, server_der: bytes, endorsement: tuple[bytes, bytes] | None) -> bool:
+    """True if the key of fingerprint ``pinned`` signed its hand-over to ``server_der``
+    (``endorsement`` = its DER and the signature, from a ``ServerKey`` reply)."""
     if endorsement is None:
         return False
     previous_der, signature = endorsement

@@ -114,18 +114,33 @@ async def _run(args: argparse.Namespace, options: ServerOptions) -> int:
     try:
         req = native.server_key_request()
         try:
-            server_der = native.open_server_key(
+            answer = native.open_server_key(
                 req, await transport.request(REGISTER_SERVICE, req.frames)
-            ).public_key
+            )
         except CipherdropError as exc:
             print(
                 f"cipherdrop-gateway: cannot reach the server at {args.broker}: {exc}",
                 file=sys.stderr,
             )
             return 1
-        server_fingerprint = pin_server(args.dir, server_der, args.server_fingerprint)
+        server_der = answer.public_key
+        endorsement = (answer.previous_key, answer.endorsement) if answer.endorsement else None
+        pin = pin_server(args.dir, server_der, args.server_fingerprint, endorsement)
+        if pin.followed:
+            log.warning(
+                "gateway.server_key_followed",
+                previous=pin.followed,
+                fingerprint=pin.fingerprint,
+                detail="the pinned key endorsed the new one; update --server-fingerprint"
+                if args.server_fingerprint
+                else "the pinned key endorsed the new one",
+            )
         backend = Backend(transport, identity, keys.load_public_key(server_der))
         server = GatewayServer(options, backend)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):  # before "listening" is said
+            loop.add_signal_handler(signum, stop.set)
         host, port = await server.start()
         log.info(
             "gateway.listening",
@@ -134,13 +149,9 @@ async def _run(args: argparse.Namespace, options: ServerOptions) -> int:
             dialect=options.dialect.name,
             broker=args.broker,
             gateway_fingerprint=keys.fingerprint(identity),
-            server_fingerprint=server_fingerprint,
+            server_fingerprint=pin.fingerprint,
         )
         serving = asyncio.ensure_future(server.serve())
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
         await stop.wait()
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)

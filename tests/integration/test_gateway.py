@@ -226,6 +226,40 @@ def test_beside_cipherdrop_server(tmp_path: Path) -> None:
         server.stop(timeout=20)
 
 
+def test_the_gateway_follows_a_change_of_server_key_its_pin_endorsed(tmp_path: Path) -> None:
+    """After ``cipherdrop-admin rotate-server-key`` the restarted gateway checks the
+    previous key's endorsement, records the new key and serves legacy clients again."""
+    (tmp_path / "server").mkdir()
+    server = ServerProcess(tmp_path / "server", workers="file=1,key=1,register=1")
+    directory = tmp_path / "gateway"
+    gateway: Gateway | None = None
+    try:
+        trust(server.data, directory)
+        gateway = Gateway(server.endpoint, directory, "a")  # pins on first use
+        old = server.fingerprint
+        assert (directory / "server.fingerprint").read_text().strip() == old
+        assert gateway.stop(timeout=20) == 0
+        assert server.stop(timeout=30) == 0
+        rotated = run_module("workers.admin", "--data", str(server.data), "rotate-server-key")
+        assert rotated.returncode == 0, rotated.stderr
+
+        server = ServerProcess(tmp_path / "server", workers="file=1,key=1,register=1")
+        assert server.fingerprint != old
+        gateway = Gateway(server.endpoint, directory, "a")
+        followed = [json.loads(line) for line in gateway.transcript if "key_followed" in line]
+        assert [(r["previous"], r["fingerprint"]) for r in followed] == [(old, server.fingerprint)]
+        assert (directory / "server.fingerprint").read_text().strip() == server.fingerprint
+        data = b"after the change of server key\n" * 100
+        path = tmp_path / "after.txt"
+        path.write_bytes(data)
+        with register_and_key(gateway, unique("after")) as client:
+            assert client.upload("after.txt", data, right_crc(path)) == (True, 1)
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        server.stop(timeout=20)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dialect", ["a", "d"])
 def test_fifty_mebibytes(
