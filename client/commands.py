@@ -19,13 +19,14 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from client.account import passphrase, rekey, trust, whoami
-from client.connection import Connection, register
+from client.connection import Account, Connection, register
 from client.identity import (
     IDENTITY_FILE,
     Identity,
@@ -39,13 +40,18 @@ from client.invocation import (
 )
 from client.listing import list_files
 from client.manage import ls, mv, rm
-from client.progress import make_progress, progress_label
+from client.parallel import batches, together
+from client.progress import Progress, make_progress, progress_label
 from client.sources import download_targets, names_below, tree_names, upload_sources
 from client.transfer_info import read_transfer_info
 from common.errors import ConfigError, FileAccessError
 from common.messages import Codec
 from common.names import validate_client_name, validate_file_name
 from config import Settings
+
+if TYPE_CHECKING:
+    from client.download import DownloadOptions
+    from client.upload import UploadOptions
 
 __all__ = ["COMMANDS", "STDIO"]
 
@@ -113,35 +119,77 @@ def _spooled(stream: BinaryIO) -> Iterator[Path]:
 def _upload(
     ctx: Invocation, settings: Settings, endpoint: str | None, sources: list[tuple[Path, str]]
 ) -> None:
-    from client.upload import UploadOptions, open_source, unchanged, upload_file
+    from client.upload import UploadOptions, open_source
 
     args = ctx.args
-    for path, _ in sources:  # a missing file fails before any network traffic
-        open_source(path)[0].close()
+    numbered: list[_Numbered] = []
+    for number, (path, name) in enumerate(sources, 1):  # a missing file fails here, early
+        stream, size = open_source(path)
+        stream.close()
+        numbered.append((number, path, name, size))
     options = UploadOptions(
         chunk_size=settings.client.chunk_size,
         compression=Codec.NONE if settings.client.compression == "none" else Codec.ZLIB,
         level=settings.client.compression_level,
         rate=args.limit_rate,
     )
+    # Files of one chunk or less go several at a time (client/parallel.py), unless a rate
+    # is set: each upload paces itself, so lanes would add up to more than the limit.
+    lanes = args.limit_rate is None
     with open_account(ctx, settings, endpoint) as account:
-        stored = (
-            {info.name: info.source for info in list_files(account)} if args.skip_unchanged else {}
+        put = _Put(ctx, account, options, args.skip_unchanged)
+        for batch in batches(numbered, lambda file: lanes and file[3] <= options.chunk_size):
+            if len(batch) > 1:
+                together(
+                    account,
+                    [(number, (path, name)) for number, path, name, _ in batch],
+                    len(sources),
+                    put.one,
+                    total=sum(file[3] for file in batch),
+                    quiet=args.quiet,
+                    stream=ctx.err,
+                )
+                continue
+            number, path, name, size = batch[0]
+            label = progress_label(name, number, len(sources))
+            progress = make_progress(size, label, quiet=args.quiet, stream=ctx.err)
+            try:
+                put.one(account, (path, name), progress)
+            finally:
+                progress.close()
+
+
+_Numbered = tuple[int, Path, str, int]  # number (from 1), path, name, size when checked
+_SAYING = threading.Lock()  # lines from several threads come out whole
+
+
+def _say(stream: TextIO, line: str) -> None:
+    with _SAYING:
+        print(line, file=stream, flush=True)
+
+
+class _Put:
+    """Uploads one file for whichever thread calls it."""
+
+    def __init__(
+        self, ctx: Invocation, account: Account, options: UploadOptions, skip_unchanged: bool
+    ) -> None:
+        self.out, self.options = ctx.out, options
+        self.stored = (
+            {info.name: info.source for info in list_files(account)} if skip_unchanged else {}
         )
-        for number, (path, name) in enumerate(sources, 1):
-            stream, size = open_source(path)
-            with stream:
-                if unchanged(account, stream, stored.get(name)):
-                    print(f"{name}  {size} bytes  unchanged, skipped", file=ctx.out, flush=True)
-                    continue
-                label = progress_label(name, number, len(sources))
-                progress = make_progress(size, label, quiet=args.quiet, stream=ctx.err)
-                try:
-                    result = upload_file(account, stream, size, name, options, progress)
-                finally:
-                    progress.close()
-            line = f"{result.name}  {result.size} bytes  cksum {result.crc}  verified"
-            print(line, file=ctx.out, flush=True)
+
+    def one(self, account: Account, file: tuple[Path, str], progress: Progress) -> None:
+        from client.upload import open_source, unchanged, upload_file
+
+        path, name = file
+        stream, size = open_source(path)
+        with stream:
+            if unchanged(account, stream, self.stored.get(name)):
+                _say(self.out, f"{name}  {size} bytes  unchanged, skipped")
+                return
+            result = upload_file(account, stream, size, name, self.options, progress)
+        _say(self.out, f"{result.name}  {result.size} bytes  cksum {result.crc}  verified")
 
 
 def _from_transfer_info(
@@ -165,8 +213,7 @@ def _from_transfer_info(
 
 
 def _get(ctx: Invocation, settings: Settings) -> None:
-    from client.download import DownloadOptions, download_file
-    from client.partial import part_paths
+    from client.download import DownloadOptions
 
     args = ctx.args
     if args.output == STDIO:
@@ -184,36 +231,67 @@ def _get(ctx: Invocation, settings: Settings) -> None:
         rate=args.limit_rate,
     )
     with open_account(ctx, settings) as account:
+        # With several names the listing gives their sizes: those of one chunk or less go
+        # several at a time (client/parallel.py), unless a rate is set, as for put.
+        lanes = args.limit_rate is None and (trees is not None or len(targets) > 1)
+        listed = trees is not None or lanes
+        sizes = {info.name: info.size for info in list_files(account)} if listed else {}
         if trees is not None:
-            stored = [info.name for info in list_files(account)]
-            targets = _into(names_below(trees, stored, missing_ok=False), args.output)
-        for number, (name, target) in enumerate(targets, 1):
-            target.parent.mkdir(parents=True, exist_ok=True)
+            targets = _into(names_below(trees, list(sizes), missing_ok=False), args.output)
+        get = _Get(ctx, options)
+        small = settings.client.chunk_size
+        numbered = list(enumerate(targets, 1))
+        for batch in batches(
+            numbered, lambda item: lanes and sizes.get(item[1][0], small + 1) <= small
+        ):
+            if len(batch) > 1:
+                together(
+                    account,
+                    batch,
+                    len(targets),
+                    get.one,
+                    total=sum(sizes[name] for _, (name, _) in batch),
+                    quiet=args.quiet,
+                    stream=ctx.err,
+                )
+                continue
+            number, (name, target) = batch[0]
             label = progress_label(name, number, len(targets))
             progress = make_progress(0, label, quiet=args.quiet, stream=ctx.err)
             try:
-                result = download_file(account, name, target, options, progress)
-            except (Exception, KeyboardInterrupt):
-                if part_paths(target)[1].exists():
-                    print(f"{name}: partial download kept; run again to resume", file=ctx.err)
-                raise
+                get.one(account, (name, target), progress)
             finally:
                 progress.close()
-            if result.unchanged:
-                print(
-                    f"{result.path}  {result.size} bytes  unchanged, skipped",
-                    file=ctx.out,
-                    flush=True,
-                )
-                continue
-            if args.verbose:
-                print(
-                    f"{name}: received {result.fetched} of {result.chunks} chunks"
-                    f" ({result.resumed} already here)",
-                    file=ctx.err,
-                )
-            line = f"{result.path}  {result.size} bytes  cksum {result.crc}  verified"
-            print(line, file=ctx.out, flush=True)
+
+
+class _Get:
+    """Downloads one file for whichever thread calls it."""
+
+    def __init__(self, ctx: Invocation, options: DownloadOptions) -> None:
+        self.ctx, self.options = ctx, options
+
+    def one(self, account: Account, file: tuple[str, Path], progress: Progress) -> None:
+        from client.download import download_file
+        from client.partial import part_paths
+
+        (name, target), out, err = file, self.ctx.out, self.ctx.err
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            result = download_file(account, name, target, self.options, progress)
+        except (Exception, KeyboardInterrupt):
+            if part_paths(target)[1].exists():
+                _say(err, f"{name}: partial download kept; run again to resume")
+            raise
+        if result.unchanged:
+            _say(out, f"{result.path}  {result.size} bytes  unchanged, skipped")
+            return
+        if self.ctx.args.verbose:
+            _say(
+                err,
+                f"{name}: received {result.fetched} of {result.chunks} chunks"
+                f" ({result.resumed} already here)",
+            )
+        _say(out, f"{result.path}  {result.size} bytes  cksum {result.crc}  verified")
 
 
 def _get_to_stdout(ctx: Invocation, settings: Settings) -> None:

@@ -162,6 +162,21 @@ class Account:
         self._session = None
         return rekeyed.sessions_ended
 
+    def sibling(self) -> Account:
+        """The same client on a connection of its own and, until either reconnects, the
+        same session: for requests sent from another thread (a transport is not
+        thread-safe). Its connection is the caller's to close."""
+        other = Account(
+            Connection(self.conn.endpoint, self.conn.options),
+            self.identity,
+            self._private_key,
+            self._server_key,
+            self._clock,
+            self.source_secret,
+        )
+        other._session = self._session
+        return other
+
     def with_session(self, run: Callable[[], T]) -> T:
         """Run a transfer; if the server has lost or expired our session, once more on a
         new one. The transport is reset first: requests of the old session may still be

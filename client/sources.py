@@ -71,6 +71,9 @@ def download_targets(names: Sequence[str], output: Path | None) -> list[tuple[st
         if len(names) > 1:
             raise FileAccessError(f"{output} is not a directory (several names were given)")
         return [(names[0], output)]
+    if len(set(names)) < len(names):  # its downloads would race for one file
+        twice = next(name for name in names if names.count(name) > 1)
+        raise FileAccessError(f"{twice!r} is given twice")
     base = output if output is not None else Path()
     return [(name, base.joinpath(*PurePosixPath(name).parts)) for name in names]
 

@@ -373,6 +373,8 @@ def test_get_targets(tmp_path: Path) -> None:
         download_targets(["x", "y"], tmp_path / "c.txt")
     with pytest.raises(InvalidNameError):
         download_targets(["../escape"], tmp_path)
+    with pytest.raises(FileAccessError, match="'x' is given twice"):
+        download_targets(["x", "y", "x"], tmp_path)
 
 
 # --- the listing ----------------------------------------------------------------------------
