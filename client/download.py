@@ -262,12 +262,15 @@ def _fetch(
 
     This thread receives and decrypts; a writer thread computes the CRC and writes, so the
     two overlap (AES, the CRC and pwrite release the GIL). At most ``window`` opened
-    chunks wait for the writer, so memory stays bounded by the window.
+    chunks wait for the writer, so memory stays bounded by the window. A file of one
+    chunk is written by this thread: a thread of its own would cost more than the write.
     """
     session = account.session
     transport = account.conn.transport
     every = max(1, options.save_every // ready.chunk_size)
-    writer = _Writer(fd, partial, crc, progress, every, options.window)
+    helper = ready.chunk_count - partial.received > 1
+    writer = _Writer(fd, partial, crc, progress, every, options.window, helper=helper)
+    size = min(ready.chunk_size, ready.size)  # of the buffers chunks are opened into
     pending: deque[tuple[int, core.Outgoing, bytes]] = deque()
     throttle = Throttle(options.rate)
     following = index = partial.received
@@ -278,7 +281,7 @@ def _fetch(
                 pending.append((following, req, transport.submit(FILE_SERVICE, req.frames)))
                 following += 1
             index, req, key = pending.popleft()
-            reply, spare = transport.result(key), writer.spare(ready.chunk_size)
+            reply, spare = transport.result(key), writer.spare(size)
             throttle.take(len(reply[-1]))  # the stored chunk, as it crossed the wire
             writer.put(index, open_chunk_data(session, req, reply, ready, index, spare), spare)
             index += 1
@@ -293,8 +296,9 @@ _Chunk: TypeAlias = tuple[int, Buffer, bytearray]  # index, plaintext, its buffe
 
 
 class _Writer:
-    """A thread that feeds the CRC, writes chunks in order (starting their way to disk
-    early, see common.earlysync) and records progress.
+    """Feeds the CRC, writes chunks in order (starting their way to disk early, see
+    common.earlysync) and records progress: on a thread of its own, or with ``helper``
+    false on the thread that puts them.
 
     The buffers chunks were opened into come back for the next chunks once written: at
     most ``window`` + 2 of them ever exist, and none is allocated and zeroed per chunk.
@@ -309,6 +313,8 @@ class _Writer:
         progress: Progress,
         every: int,
         window: int,
+        *,
+        helper: bool = True,
     ) -> None:
         self.fd, self.partial, self.crc, self.progress = fd, partial, crc, progress
         self.every = every
@@ -317,8 +323,10 @@ class _Writer:
         self.spares: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         self.unmade = window + 2  # buffers that may still be made
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="download-writer", daemon=True)
-        self.thread.start()
+        self.thread: threading.Thread | None = None
+        if helper:
+            self.thread = threading.Thread(target=self._run, name="download-writer", daemon=True)
+            self.thread.start()
 
     def _run(self) -> None:
         while (item := self.queue.get()) is not None:
@@ -357,12 +365,17 @@ class _Writer:
         """Write ``plain`` (a view of ``buffer`` or not) as chunk ``index``; ``buffer``
         becomes a spare once written."""
         self.check()
-        self.queue.put((index, plain, buffer))
+        if self.thread is None:
+            self._write(index, plain)
+            self.spares.put(buffer)
+        else:
+            self.queue.put((index, plain, buffer))
 
     def finish(self) -> None:
         """Let the writer drain what it was given, then stop it."""
-        self.queue.put(None)
-        self.thread.join()
+        if self.thread is not None:
+            self.queue.put(None)
+            self.thread.join()
 
 
 def _write_at(fd: int, data: Buffer, offset: int) -> None:

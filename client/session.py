@@ -72,6 +72,7 @@ from common.messages import (
 )
 
 __all__ = [
+    "ZERO_COPY_FROM",
     "KeyExchange",
     "Outgoing",
     "Session",
@@ -94,6 +95,7 @@ __all__ = [
 ]
 
 M = TypeVar("M", bound=Message)
+ZERO_COPY_FROM = 64 * 1024  # sealed chunks this long or longer are sent without a copy
 Buffer = bytes | bytearray | memoryview
 Frame = bytes | memoryview  # a received body frame
 
@@ -285,7 +287,10 @@ def chunk_request(
     """UPLOAD_CHUNK: ``data`` (already compressed per ``codec``) sealed under the data key.
 
     Sealed into ``out`` when it is large enough: the payload frame then tracks when
-    ZeroMQ is done sending it (``payload.tracker``), after which ``out`` may be reused."""
+    ZeroMQ is done sending it (``payload.tracker``), after which ``out`` may be reused.
+    A sealed chunk under :data:`ZERO_COPY_FROM` bytes is a plain buffer, which ZeroMQ
+    copies: a frame sent without a copy costs a message to pyzmq's garbage-collector
+    thread when it is freed, more than copying a few kilobytes."""
     env = Envelope(
         version=PROTOCOL_VERSION,
         type=MessageType.UPLOAD_CHUNK,
@@ -302,7 +307,10 @@ def chunk_request(
     reused = out if out is not None and len(out) >= length else None
     sealed = memoryview(reused if reused is not None else bytearray(length))[:length]
     crypto.seal_chunk_into(data_key, position.index, position.final, data, sealed, aad)
-    payload = zmq.Frame(sealed, copy=False, track=reused is not None)
+    if length < ZERO_COPY_FROM:
+        payload: Part = bytes(sealed)
+    else:
+        payload = zmq.Frame(sealed, copy=False, track=reused is not None)
     return Outgoing((encode_envelope(env), payload), env.request_id, MessageType.CHUNK_STORED)
 
 

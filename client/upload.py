@@ -268,7 +268,7 @@ def _chunk_requests(
     stored = frozenset(ready.stored)
     buffers = [memoryview(bytearray(min(chunk_size, size))) for _ in range(SEAL_AHEAD + 1)]
     free = 0  # the buffer no pending seal uses: the one used SEAL_AHEAD + 1 submits ago
-    sealer = _Sealer(session, ready.data_key, options)
+    sealer = _Sealer(session, ready.data_key, options, helper=count > 1)
     throttle = Throttle(options.rate)
 
     def paced(done: tuple[core.Outgoing, int]) -> core.Outgoing:
@@ -305,25 +305,34 @@ def _version(stream: io.FileIO) -> tuple[int, int]:
 
 
 class _Sealer:
-    """A helper thread that compresses and seals chunks in the order they are submitted.
+    """Compresses and seals chunks in the order they are submitted: on a helper thread,
+    or for a single chunk on the submitting thread (a thread of its own costs more than
+    sealing a small file).
 
-    Two ``SimpleQueue``s (compiled) carry the work: a ``ThreadPoolExecutor`` costs a
-    Future and a Python ``Condition`` per chunk, which on two busy cores was a noticeable
-    part of the client's interpreter time.
+    Two ``SimpleQueue``s (compiled) carry the helper's work: a ``ThreadPoolExecutor``
+    costs a Future and a Python ``Condition`` per chunk, which on two busy cores was a
+    noticeable part of the client's interpreter time.
     """
 
-    def __init__(self, session: core.Session, data_key: bytes, options: UploadOptions) -> None:
+    def __init__(
+        self, session: core.Session, data_key: bytes, options: UploadOptions, *, helper: bool
+    ) -> None:
         self.session, self.data_key, self.options = session, data_key, options
         self.pending = 0  # submitted, result not yet taken
         self._buffers = _SentBuffers()
         self._jobs: SimpleQueue[tuple[StreamPosition, memoryview] | None] = SimpleQueue()
         self._done: SimpleQueue[tuple[core.Outgoing, int] | BaseException] = SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="cipherdrop-seal", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if helper:
+            self._thread = threading.Thread(target=self._run, name="cipherdrop-seal", daemon=True)
+            self._thread.start()
 
     def submit(self, position: StreamPosition, piece: memoryview) -> None:
         self.pending += 1
-        self._jobs.put((position, piece))
+        if self._thread is None:
+            self._done.put(self._seal(position, piece))
+        else:
+            self._jobs.put((position, piece))
 
     def result(self) -> tuple[core.Outgoing, int]:
         """The oldest submitted chunk's request and plaintext length, or its error."""
@@ -334,23 +343,27 @@ class _Sealer:
         return done
 
     def close(self) -> None:
-        """Stop the thread once it has sealed what it was given."""
-        self._jobs.put(None)
-        self._thread.join()
+        """Stop the helper thread once it has sealed what it was given."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join()
 
     def _run(self) -> None:
         while (job := self._jobs.get()) is not None:
-            position, piece = job
             try:
-                codec, data = compress_chunk(piece, self.options.compression, self.options.level)
-                buffer = self._buffers.take(self.options.chunk_size + crypto.OVERHEAD)
-                request = core.chunk_request(
-                    self.session, self.data_key, position, codec, data, buffer
-                )
-                self._buffers.lend(buffer, request.frames[1])
-                self._done.put((request, len(piece)))
+                self._done.put(self._seal(*job))
             except BaseException as exc:  # raised in the submitting thread by result()
                 self._done.put(exc)
+
+    def _seal(self, position: StreamPosition, piece: memoryview) -> tuple[core.Outgoing, int]:
+        codec, data = compress_chunk(piece, self.options.compression, self.options.level)
+        buffer = None
+        if len(data) + crypto.OVERHEAD >= core.ZERO_COPY_FROM:  # a smaller one is copied
+            buffer = self._buffers.take(self.options.chunk_size + crypto.OVERHEAD)
+        request = core.chunk_request(self.session, self.data_key, position, codec, data, buffer)
+        if buffer is not None:
+            self._buffers.lend(buffer, request.frames[1])
+        return request, len(piece)
 
 
 class _SentBuffers:

@@ -115,12 +115,16 @@ def test_a_chunk_opens_into_the_buffer_given_when_it_fits() -> None:
     assert small == bytearray(CHUNK - 1)  # too small: left alone, a new buffer used
 
 
-def test_the_writer_reuses_a_buffer_only_once_it_is_written(tmp_path: Path) -> None:
+@pytest.mark.parametrize("helper", [True, False])
+def test_the_writer_reuses_a_buffer_only_once_it_is_written(tmp_path: Path, helper: bool) -> None:
+    """On its own thread or (helper false, as for a file of one chunk) on the caller's."""
     info = ready(size=6 * CHUNK)
     partial = PartialDownload(tmp_path / "file", info)
     fd = partial.open_part(0)
     crc = Cksum()
-    writer = _Writer(fd, partial, crc, make_progress(0, "", quiet=True), every=100, window=2)
+    progress = make_progress(0, "", quiet=True)
+    writer = _Writer(fd, partial, crc, progress, every=100, window=2, helper=helper)
+    assert (writer.thread is not None) is helper
     seen: list[bytearray] = []
     for index in range(info.chunk_count):
         buffer = writer.spare(CHUNK)

@@ -83,6 +83,41 @@ def test_every_missing_chunk_comes_out_sealed_at_its_place(
     assert progress.total == sum(len(data[i * CHUNK : (i + 1) * CHUNK]) for i in stored)
 
 
+def test_a_file_of_one_chunk_is_sealed_without_a_helper_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[str] = []
+    real_start = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    data = b"one small file\n" * 10
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    key = crypto.random_key()
+    crc, in_flight = upload.Cksum(), {}
+    with path.open("rb", buffering=0) as stream:
+        assert isinstance(stream, io.FileIO)
+        (req,) = upload._chunk_requests(
+            session(),
+            stream,
+            len(data),
+            UploadReady(TID, key, ()),
+            UploadOptions(chunk_size=CHUNK),
+            crc,
+            in_flight,
+            Counted(),
+        )
+    env = decode_envelope(req.frames[0])
+    assert env.stream is not None and (env.stream.index, env.stream.final) == (0, True)
+    opened = crypto.open_chunk(key, 0, True, req.frames[1], core.chunk_aad(TID, env.codec))
+    assert decompress_chunk(env.codec, opened, CHUNK) == data
+    assert crc.digest() == cksum(data) and "cipherdrop-seal" not in started
+
+
 def test_a_file_that_grew_while_read_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "f"
     path.write_bytes(b"x" * (CHUNK + 1))
@@ -103,9 +138,12 @@ def test_a_file_that_grew_while_read_is_refused(tmp_path: Path) -> None:
         )
 
 
-def test_a_chunk_that_cannot_be_sealed_raises_in_the_reading_thread(tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [3 * CHUNK, CHUNK // 2])  # with a helper thread, without
+def test_a_chunk_that_cannot_be_sealed_raises_in_the_reading_thread(
+    tmp_path: Path, size: int
+) -> None:
     path = tmp_path / "f"
-    path.write_bytes(b"x" * (3 * CHUNK))
+    path.write_bytes(b"x" * size)
     ready = UploadReady(TID, b"short key", ())  # AES refuses a 9-byte key
     with path.open("rb", buffering=0) as stream, pytest.raises(ValueError):
         assert isinstance(stream, io.FileIO)
@@ -113,7 +151,7 @@ def test_a_chunk_that_cannot_be_sealed_raises_in_the_reading_thread(tmp_path: Pa
             upload._chunk_requests(
                 session(),
                 stream,
-                3 * CHUNK,
+                size,
                 ready,
                 UploadOptions(chunk_size=CHUNK),
                 upload.Cksum(),
@@ -124,6 +162,17 @@ def test_a_chunk_that_cannot_be_sealed_raises_in_the_reading_thread(tmp_path: Pa
     assert not [t for t in threading.enumerate() if t.name == "cipherdrop-seal"]
 
 
+def test_a_small_sealed_chunk_is_bytes_that_zeromq_copies() -> None:
+    key, position = crypto.random_key(), StreamPosition(TID, 0, True)
+    plain = os.urandom(CHUNK)
+    req = core.chunk_request(session(), key, position, Codec.NONE, plain)
+    # Not a zero-copy frame, which pyzmq's garbage-collector thread would have to free.
+    payload = req.frames[1]
+    assert isinstance(payload, bytes) and len(payload) == CHUNK + crypto.OVERHEAD
+    aad = core.chunk_aad(TID, Codec.NONE)
+    assert crypto.open_chunk(key, 0, True, payload, aad) == plain
+
+
 def test_a_sealed_buffer_is_reused_only_once_zeromq_let_it_go() -> None:
     context = zmq.Context()
     sender, receiver = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
@@ -131,10 +180,11 @@ def test_a_sealed_buffer_is_reused_only_once_zeromq_let_it_go() -> None:
     receiver.connect("inproc://sent-buffers")
     try:
         buffers = upload._SentBuffers()
-        size = CHUNK + crypto.OVERHEAD
+        big = core.ZERO_COPY_FROM  # sealed, it is sent without a copy
+        size = big + crypto.OVERHEAD
         first = buffers.take(size)
         key, position = crypto.random_key(), StreamPosition(TID, 0, True)
-        req = core.chunk_request(session(), key, position, Codec.NONE, os.urandom(CHUNK), first)
+        req = core.chunk_request(session(), key, position, Codec.NONE, os.urandom(big), first)
         payload = req.frames[1]
         assert isinstance(payload, zmq.Frame) and payload.tracker is not None
         buffers.lend(first, payload)
