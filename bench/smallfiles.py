@@ -3,9 +3,10 @@
 Run as root: ``python bench/smallfiles.py [--files 1000] [--size 4096] [--runs 3]``.
 
 A directory of ``--files`` random files of ``--size`` bytes each goes up and comes back
-with ours (the integration tests' ``Stack`` on 127.0.0.1: broker, one register and one
-key worker, two file workers) and with ``scp -r -c aes256-gcm`` through a private sshd
-on 127.0.0.1, in turns, round by round; each copy is compared with the source, untimed,
+with ours, on the integration tests' ``Stack`` on 127.0.0.1 (broker, one register and
+one key worker, two file workers), first with ``client.parallel_files`` = 1 (every file
+alone) and then at its default, and with ``scp -r -c aes256-gcm`` through a private sshd
+on 127.0.0.1, in turns, round by round. Each copy is compared with the source, untimed,
 and the disk is synced before every timed run. Printed: seconds and files per second of
 each, the medians, and last the ratios ours / scp (files per second). Needs root
 (the private sshd lets root in with a key made for the run) and OpenSSH.
@@ -74,26 +75,34 @@ def main() -> int:
             if registered.returncode != 0:
                 raise RuntimeError(registered.stderr)
             env = stack.client_env(home, {"CIPHERDROP_CLIENT_REQUEST_TIMEOUT": "60"})
+            alone = {**env, "CIPHERDROP_CLIENT_PARALLEL_FILES": "1"}  # for the lanes' effect
             ours = [sys.executable, "-m", "client"]
+
+            def get(into: Path) -> list[str]:
+                return [*ours, "get", "-q", "-r", "many", "-o", str(into)]
+
             seconds: dict[str, list[float]] = {}
             with private_sshd(base / "sshd", HOST) as scp:
                 for run in range(args.runs):
                     copies = base / f"run{run}"
                     copies.mkdir()
-                    stack.client(home, "rm", "-r", "many")  # the last run's, untimed
                     remote = f"root@{HOST}:{copies / 'up'}"
-                    mine = str(copies / "ours")
-                    steps = {
-                        "ours put": ([*ours, "put", "-q", "-r", str(source)], env),
-                        "ours get": ([*ours, "get", "-q", "-r", "many", "-o", mine], env),
-                        "scp put": (["scp", "-r", *scp, str(source), remote], None),
-                        "scp get": (["scp", "-r", *scp, remote, str(copies / "down")], None),
+                    put = [*ours, "put", "-q", "-r", str(source)]
+                    steps = {  # (command, its environment, removes what the last put stored)
+                        "ours put, 1 at a time": (put, alone, True),
+                        "ours get, 1 at a time": (get(copies / "alone"), alone, False),
+                        "ours put": (put, env, True),
+                        "ours get": (get(copies / "ours"), env, False),
+                        "scp put": (["scp", "-r", *scp, str(source), remote], None, False),
+                        "scp get": (["scp", "-r", *scp, remote, str(copies / "down")], None, False),
                     }
-                    for step, (argv, step_env) in steps.items():
+                    for step, (argv, step_env, fresh) in steps.items():
+                        if fresh:  # untimed, as scp puts into a new directory
+                            stack.client(home, "rm", "-r", "many")
                         seconds.setdefault(step, []).append(timed(argv, step_env))
-                    for copy in (copies / "ours" / "many", copies / "up", copies / "down"):
-                        if not same_tree(source, copy):
-                            raise RuntimeError(f"{copy} differs from {source}")
+                    for copy in ("alone/many", "ours/many", "up", "down"):
+                        if not same_tree(source, copies / copy):
+                            raise RuntimeError(f"{copies / copy} differs from {source}")
                     shutil.rmtree(copies)
         finally:
             stack.stop()
@@ -103,10 +112,12 @@ def main() -> int:
         rate[step] = args.files / statistics.median(runs)
         shown = ", ".join(f"{s:.2f}" for s in runs)
         median = statistics.median(runs)
-        print(f"  {step:<9} {median:7.2f} s  {rate[step]:7.0f} files/s  (runs: {shown})")
+        print(f"  {step:<21} {median:7.2f} s  {rate[step]:7.0f} files/s  (runs: {shown})")
     print(
         f"ratios ours / scp -r (files per second): put {rate['ours put'] / rate['scp put']:.2f}x,"
-        f" get {rate['ours get'] / rate['scp get']:.2f}x"
+        f" get {rate['ours get'] / rate['scp get']:.2f}x; one at a time: put"
+        f" {rate['ours put, 1 at a time'] / rate['scp put']:.2f}x,"
+        f" get {rate['ours get, 1 at a time'] / rate['scp get']:.2f}x"
     )
     return 0
 

@@ -133,18 +133,18 @@ def _upload(
         level=settings.client.compression_level,
         rate=args.limit_rate,
     )
-    # Files of one chunk or less go several at a time (client/parallel.py), unless a rate
-    # is set: each upload paces itself, so lanes would add up to more than the limit.
-    lanes = args.limit_rate is None
+    lanes = _lanes(ctx, settings)
     with open_account(ctx, settings, endpoint) as account:
         put = _Put(ctx, account, options, args.skip_unchanged)
-        for batch in batches(numbered, lambda file: lanes and file[3] <= options.chunk_size):
+        small = lanes > 1 and len(sources) > 1
+        for batch in batches(numbered, lambda file: small and file[3] <= options.chunk_size):
             if len(batch) > 1:
                 together(
                     account,
                     [(number, (path, name)) for number, path, name, _ in batch],
                     len(sources),
                     put.one,
+                    lanes=lanes,
                     total=sum(file[3] for file in batch),
                     quiet=args.quiet,
                     stream=ctx.err,
@@ -157,6 +157,12 @@ def _upload(
                 put.one(account, (path, name), progress)
             finally:
                 progress.close()
+
+
+def _lanes(ctx: Invocation, settings: Settings) -> int:
+    """How many files of one chunk or less go at once (client/parallel.py): one if a rate
+    is set, since each transfer paces itself and lanes would add up past the limit."""
+    return 1 if ctx.args.limit_rate is not None else settings.client.parallel_files
 
 
 _Numbered = tuple[int, Path, str, int]  # number (from 1), path, name, size when checked
@@ -232,17 +238,18 @@ def _get(ctx: Invocation, settings: Settings) -> None:
     )
     with open_account(ctx, settings) as account:
         # With several names the listing gives their sizes: those of one chunk or less go
-        # several at a time (client/parallel.py), unless a rate is set, as for put.
-        lanes = args.limit_rate is None and (trees is not None or len(targets) > 1)
-        listed = trees is not None or lanes
+        # several at a time, as for put.
+        lanes = _lanes(ctx, settings)
+        several = lanes > 1 and (trees is not None or len(targets) > 1)
+        listed = trees is not None or several
         sizes = {info.name: info.size for info in list_files(account)} if listed else {}
         if trees is not None:
             targets = _into(names_below(trees, list(sizes), missing_ok=False), args.output)
         get = _Get(ctx, options)
-        small = settings.client.chunk_size
+        chunk = settings.client.chunk_size
         numbered = list(enumerate(targets, 1))
         for batch in batches(
-            numbered, lambda item: lanes and sizes.get(item[1][0], small + 1) <= small
+            numbered, lambda item: several and sizes.get(item[1][0], chunk + 1) <= chunk
         ):
             if len(batch) > 1:
                 together(
@@ -250,6 +257,7 @@ def _get(ctx: Invocation, settings: Settings) -> None:
                     batch,
                     len(targets),
                     get.one,
+                    lanes=lanes,
                     total=sum(sizes[name] for _, (name, _) in batch),
                     quiet=args.quiet,
                     stream=ctx.err,

@@ -3,10 +3,11 @@
 A file of at most one chunk costs four round trips to the server (begin, its chunk,
 commit, confirm) and a sync there; one at a time, most of a file's time is spent waiting
 for the next answer, and a directory of a thousand 4 KiB files took 15-19 s where
-``scp -r`` took about 1 s (docs/performance.md, "Many small files"). :func:`in_lanes`
-runs such files on ``LANES`` threads at once, each with a connection of its own (a
-DEALER socket of its own, the same session), as that many clients would. Larger files
-keep going one at a time: each one already keeps a window of chunks in flight.
+``scp -r`` took about 1 s (docs/performance.md, "Many small files"). :func:`together`
+runs such files on ``client.parallel_files`` threads (4 by default), each with a
+connection of its own (a DEALER socket, the same session), as that many clients would.
+Larger files keep going one at a time: each one already keeps a window of chunks in
+flight.
 
 Guarantees: every job runs at most once; after the first failure no new job starts,
 the jobs already running finish, and that failure is raised once every lane has
@@ -23,9 +24,8 @@ from typing import TextIO, TypeVar
 from client.connection import Account
 from client.progress import Progress, make_progress
 
-__all__ = ["LANES", "batches", "in_lanes", "together"]
+__all__ = ["batches", "in_lanes", "together"]
 
-LANES = 4  # measured against 2 and 8: docs/performance.md, "Many small files"
 J = TypeVar("J")
 _NONE_LEFT = object()
 
@@ -45,23 +45,26 @@ def together(
     count: int,
     run: Callable[[Account, J, Progress], None],
     *,
+    lanes: int,
     total: int,
     quiet: bool,
     stream: TextIO,
 ) -> None:
     """``run(lane_account, job, progress)`` for numbered ``jobs`` (of ``count`` in all)
-    in lanes, under one progress bar of ``total`` bytes (0: not known ahead)."""
+    on ``lanes`` threads, under one progress bar of ``total`` bytes."""
     label = f"[{jobs[0][0]}-{jobs[-1][0]}/{count}]"
     bar = make_progress(total, label, quiet=quiet, stream=stream)
     lock = threading.Lock()
     try:
-        in_lanes(account, jobs, lambda own, job: run(own, job[1], _Share(bar, lock)))
+        in_lanes(account, jobs, lambda own, job: run(own, job[1], _Share(bar, lock)), lanes)
     finally:
         bar.close()
 
 
-def in_lanes(account: Account, jobs: Iterable[J], run: Callable[[Account, J], None]) -> None:
-    """``run(lane_account, job)`` for every job, on up to :data:`LANES` threads."""
+def in_lanes(
+    account: Account, jobs: Iterable[J], run: Callable[[Account, J], None], lanes: int
+) -> None:
+    """``run(lane_account, job)`` for every job, on ``lanes`` threads."""
     pending = iter(jobs)
     lock = threading.Lock()
     failures: list[BaseException] = []
@@ -82,7 +85,7 @@ def in_lanes(account: Account, jobs: Iterable[J], run: Callable[[Account, J], No
         finally:
             own.conn.close()
 
-    threads = [threading.Thread(target=lane, name=f"lane-{n}") for n in range(LANES)]
+    threads = [threading.Thread(target=lane, name=f"lane-{n}") for n in range(lanes)]
     for thread in threads:
         thread.start()
     for thread in threads:

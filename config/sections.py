@@ -102,6 +102,8 @@ class ClientSettings(_Section):
         default=MIB, metadata=_checked(checks.integer(MIN_CHUNK_SIZE, MAX_CHUNK_SIZE))
     )
     window: int = field(default=8, metadata=_checked(checks.integer(1, 256)))
+    # Files of at most one chunk in flight at once, each on a connection of its own.
+    parallel_files: int = field(default=4, metadata=_checked(checks.integer(1, 64)))
     request_timeout: float = field(default=10.0, metadata=_checked(checks.seconds(_DAY)))
     retries: int = field(default=3, metadata=_checked(checks.integer(0, 100)))
     compression: Compression = field(

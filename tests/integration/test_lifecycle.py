@@ -229,8 +229,9 @@ def _begins_in_a_row(types: list[str]) -> bool:
 def test_small_files_go_several_at_a_time_and_large_ones_alone(tmp_path: Path) -> None:
     """``put -r`` and ``get -r`` run files of one chunk or less in lanes
     (client/parallel.py): the one file worker sees several uploads open at once and
-    downloads begun before the last one's chunk was asked for. With ``--limit-rate`` they
-    go one at a time. Every file verifies and comes back whole either way."""
+    downloads begun before the last one's chunk was asked for. With ``--limit-rate``, or
+    ``client.parallel_files`` = 1, they go one at a time. Every file verifies and comes
+    back whole each time."""
     tree = tmp_path / "many"
     files = {f"a/{i:02d}.bin": os.urandom(1 + i * 1000) for i in range(16)}  # one chunk each
     files["b/big.bin"] = os.urandom(3 * CHUNK + 5)  # goes alone, between the two runs
@@ -241,14 +242,19 @@ def test_small_files_go_several_at_a_time_and_large_ones_alone(tmp_path: Path) -
     with running_stack(tmp_path / "stack", file_workers=1, log_level="debug") as stack:
         home = tmp_path / "home"
         assert stack.client(home, "register", "lanes").returncode == 0
-        for flags, lanes in (((), True), (("--limit-rate", "1G"), False)):
+        alone = {**SMALL, "CIPHERDROP_CLIENT_PARALLEL_FILES": "1"}
+        for flags, env, lanes in (
+            ((), SMALL, True),
+            (("--limit-rate", "1G"), SMALL, False),
+            ((), alone, False),
+        ):
             stack.workers["file"][0].transcript.clear()
-            put = stack.client(home, "put", "-r", str(tree), *flags, env=SMALL)
+            put = stack.client(home, "put", "-r", str(tree), *flags, env=env)
             assert put.returncode == 0, put.stderr
             printed = sorted(line.split("  ")[0] for line in put.stdout.splitlines())
             assert printed == sorted(f"many/{rel}" for rel in files)
-            out = tmp_path / f"back-{lanes}"
-            got = stack.client(home, "get", "-r", "many", "-o", str(out), *flags, env=SMALL)
+            out = tmp_path / f"back-{len(list(tmp_path.glob('back-*')))}"
+            got = stack.client(home, "get", "-r", "many", "-o", str(out), *flags, env=env)
             assert got.returncode == 0, got.stderr
             for rel, data in files.items():
                 assert (out / "many" / rel).read_bytes() == data

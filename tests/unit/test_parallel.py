@@ -12,6 +12,8 @@ import pytest
 from client import parallel
 from client.connection import Account
 
+LANES = 4
+
 
 class _Conn:
     def __init__(self) -> None:
@@ -62,18 +64,18 @@ def test_every_job_runs_once_each_lane_on_its_own_connection() -> None:
     ran: list[tuple[int, int]] = []
     lock = threading.Lock()
     # Every lane waits here until all have a job: the jobs really run at the same time.
-    all_busy = threading.Barrier(parallel.LANES, timeout=10)
+    all_busy = threading.Barrier(LANES, timeout=10)
 
     def run(own: Account, job: int) -> None:
-        if job < parallel.LANES:
+        if job < LANES:
             all_busy.wait()
         with lock:
             ran.append((id(own), job))
 
-    parallel.in_lanes(lanes_of(account), range(100), run)
+    parallel.in_lanes(lanes_of(account), range(100), run, LANES)
     assert sorted(job for _, job in ran) == list(range(100))
     assert account.sessions == 1  # one key exchange, before the lanes start
-    assert len(account.siblings) == parallel.LANES
+    assert len(account.siblings) == LANES
     assert {lane for lane, _ in ran} <= {id(lane) for lane in account.siblings}
     for lane in account.siblings:  # closed by the lane's own thread
         assert lane.conn.closed_by is not None and lane.conn.closed_by.startswith("lane-")
@@ -96,9 +98,9 @@ def test_after_a_failure_no_job_starts_and_the_failure_is_raised() -> None:
             failed.wait(10)
 
     with pytest.raises(ValueError, match="file 5 failed"):
-        parallel.in_lanes(lanes_of(account), range(1000), run)
+        parallel.in_lanes(lanes_of(account), range(1000), run, LANES)
     # Only the jobs already taken when 5 failed ran: at most one more per other lane.
-    assert 5 in started and len(started) <= 6 + parallel.LANES - 1
+    assert 5 in started and len(started) <= 6 + LANES - 1
     assert all(lane.conn.closed_by is not None for lane in account.siblings)
 
 
@@ -138,6 +140,8 @@ def test_a_shared_bar_counts_every_file_and_takes_back_a_failed_attempt(
 
     jobs = [(3, 100), (4, 200), (5, 300)]
     err = io.StringIO()
-    parallel.together(lanes_of(_Account()), jobs, 9, run, total=600, quiet=False, stream=err)
+    parallel.together(
+        lanes_of(_Account()), jobs, 9, run, lanes=2, total=600, quiet=False, stream=err
+    )
     assert bar.n == 600 and bar.closed
     assert made == [{"total": 600, "label": "[3-5/9]", "quiet": False, "stream": err}]

@@ -57,6 +57,7 @@ def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> No
     assert s.client.server == "tcp://127.0.0.1:5555"
     assert s.client.home == Path("/home/someone/.cipherdrop")
     assert (s.client.server_fingerprint, s.client.chunk_size, s.client.window) == ("", MIB, 8)
+    assert s.client.parallel_files == 4
     assert (s.client.request_timeout, s.client.retries) == (10.0, 3)
     assert (s.client.compression, s.client.compression_level) == ("zlib", 1)
     assert (s.store.data_dir, s.store.busy_timeout) == (Path("var"), 30.0)
@@ -200,6 +201,9 @@ BAD_VALUES: list[tuple[str, object]] = [
     ("client.chunk_size", True),
     ("client.window", 0),
     ("client.window", 257),
+    ("client.parallel_files", 0),
+    ("client.parallel_files", 65),
+    ("client.parallel_files", "four"),
     ("client.retries", -1),
     ("client.compression", "gzip"),
     ("client.compression_level", 4),
