@@ -40,8 +40,8 @@ from client.invocation import (
 )
 from client.listing import list_files
 from client.manage import ls, mv, rm
-from client.parallel import batches, together
-from client.progress import Progress, make_progress, progress_label
+from client.parallel import Job, each
+from client.progress import Progress, make_progress
 from client.sources import download_targets, names_below, tree_names, upload_sources
 from client.transfer_info import read_transfer_info
 from common.errors import ConfigError, FileAccessError
@@ -122,41 +122,28 @@ def _upload(
     from client.upload import UploadOptions, open_source
 
     args = ctx.args
-    numbered: list[_Numbered] = []
+    jobs: list[Job[tuple[Path, str]]] = []
     for number, (path, name) in enumerate(sources, 1):  # a missing file fails here, early
         stream, size = open_source(path)
         stream.close()
-        numbered.append((number, path, name, size))
+        jobs.append(Job(number, name, size, (path, name)))
     options = UploadOptions(
         chunk_size=settings.client.chunk_size,
         compression=Codec.NONE if settings.client.compression == "none" else Codec.ZLIB,
         level=settings.client.compression_level,
         rate=args.limit_rate,
     )
-    lanes = _lanes(ctx, settings)
     with open_account(ctx, settings, endpoint) as account:
         put = _Put(ctx, account, options, args.skip_unchanged)
-        small = lanes > 1 and len(sources) > 1
-        for batch in batches(numbered, lambda file: small and file[3] <= options.chunk_size):
-            if len(batch) > 1:
-                together(
-                    account,
-                    [(number, (path, name)) for number, path, name, _ in batch],
-                    len(sources),
-                    put.one,
-                    lanes=lanes,
-                    total=sum(file[3] for file in batch),
-                    quiet=args.quiet,
-                    stream=ctx.err,
-                )
-                continue
-            number, path, name, size = batch[0]
-            label = progress_label(name, number, len(sources))
-            progress = make_progress(size, label, quiet=args.quiet, stream=ctx.err)
-            try:
-                put.one(account, (path, name), progress)
-            finally:
-                progress.close()
+        each(
+            account,
+            jobs,
+            put.one,
+            lanes=_lanes(ctx, settings),
+            chunk_size=options.chunk_size,
+            quiet=args.quiet,
+            stream=ctx.err,
+        )
 
 
 def _lanes(ctx: Invocation, settings: Settings) -> int:
@@ -165,7 +152,6 @@ def _lanes(ctx: Invocation, settings: Settings) -> int:
     return 1 if ctx.args.limit_rate is not None else settings.client.parallel_files
 
 
-_Numbered = tuple[int, Path, str, int]  # number (from 1), path, name, size when checked
 _SAYING = threading.Lock()  # lines from several threads come out whole
 
 
@@ -237,39 +223,25 @@ def _get(ctx: Invocation, settings: Settings) -> None:
         rate=args.limit_rate,
     )
     with open_account(ctx, settings) as account:
-        # With several names the listing gives their sizes: those of one chunk or less go
-        # several at a time, as for put.
-        lanes = _lanes(ctx, settings)
-        several = lanes > 1 and (trees is not None or len(targets) > 1)
-        listed = trees is not None or several
+        # With several names the listing tells their sizes: the small ones go together.
+        several = trees is not None or len(targets) > 1
+        listed = trees is not None or (several and _lanes(ctx, settings) > 1)
         sizes = {info.name: info.size for info in list_files(account)} if listed else {}
         if trees is not None:
             targets = _into(names_below(trees, list(sizes), missing_ok=False), args.output)
-        get = _Get(ctx, options)
-        chunk = settings.client.chunk_size
-        numbered = list(enumerate(targets, 1))
-        for batch in batches(
-            numbered, lambda item: several and sizes.get(item[1][0], chunk + 1) <= chunk
-        ):
-            if len(batch) > 1:
-                together(
-                    account,
-                    batch,
-                    len(targets),
-                    get.one,
-                    lanes=lanes,
-                    total=sum(sizes[name] for _, (name, _) in batch),
-                    quiet=args.quiet,
-                    stream=ctx.err,
-                )
-                continue
-            number, (name, target) = batch[0]
-            label = progress_label(name, number, len(targets))
-            progress = make_progress(0, label, quiet=args.quiet, stream=ctx.err)
-            try:
-                get.one(account, (name, target), progress)
-            finally:
-                progress.close()
+        jobs = [
+            Job(number, name, sizes.get(name), (name, target))
+            for number, (name, target) in enumerate(targets, 1)
+        ]
+        each(
+            account,
+            jobs,
+            _Get(ctx, options).one,
+            lanes=_lanes(ctx, settings),
+            chunk_size=settings.client.chunk_size,
+            quiet=args.quiet,
+            stream=ctx.err,
+        )
 
 
 class _Get:

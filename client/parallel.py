@@ -3,7 +3,7 @@
 A file of at most one chunk costs four round trips to the server (begin, its chunk,
 commit, confirm) and a sync there; one at a time, most of a file's time is spent waiting
 for the next answer, and a directory of a thousand 4 KiB files took 15-19 s where
-``scp -r`` took about 1 s (docs/performance.md, "Many small files"). :func:`together`
+``scp -r`` took about 1 s (docs/performance.md, "Many small files"). :func:`each`
 runs such files on ``client.parallel_files`` threads (4 by default), each with a
 connection of its own (a DEALER socket, the same session), as that many clients would.
 Larger files keep going one at a time: each one already keeps a window of chunks in
@@ -18,16 +18,79 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from itertools import groupby
-from typing import TextIO, TypeVar
+from typing import Generic, TextIO, TypeVar
 
 from client.connection import Account
-from client.progress import Progress, make_progress
+from client.progress import Progress, make_progress, progress_label
 
-__all__ = ["batches", "in_lanes", "together"]
+__all__ = ["Job", "batches", "each", "in_lanes"]
 
 J = TypeVar("J")
 _NONE_LEFT = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Job(Generic[J]):
+    """One file of a command: its place in the command, the name its bar shows, its
+    size if known before it starts (a file of unknown size goes alone), and ``item``,
+    what the command's ``run`` takes."""
+
+    number: int
+    name: str
+    size: int | None
+    item: J
+
+
+def each(
+    account: Account,
+    jobs: list[Job[J]],
+    run: Callable[[Account, J, Progress], None],
+    *,
+    lanes: int,
+    chunk_size: int,
+    quiet: bool,
+    stream: TextIO,
+) -> None:
+    """``run(account, item, progress)`` for every job, in order: each run of files of at
+    most ``chunk_size`` bytes on ``lanes`` threads under one progress bar, every other
+    file alone under its own."""
+    count = len(jobs)
+
+    def small(job: Job[J]) -> bool:
+        return lanes > 1 and count > 1 and job.size is not None and job.size <= chunk_size
+
+    for batch in batches(jobs, small):
+        if len(batch) > 1:
+            _together(account, batch, count, run, lanes, quiet, stream)
+            continue
+        (job,) = batch
+        label = progress_label(job.name, job.number, count)
+        progress = make_progress(job.size or 0, label, quiet=quiet, stream=stream)
+        try:
+            run(account, job.item, progress)
+        finally:
+            progress.close()
+
+
+def _together(
+    account: Account,
+    jobs: list[Job[J]],
+    count: int,
+    run: Callable[[Account, J, Progress], None],
+    lanes: int,
+    quiet: bool,
+    stream: TextIO,
+) -> None:
+    """``jobs`` on ``lanes`` threads, under one bar: ``[first-last/count]``."""
+    label = f"[{jobs[0].number}-{jobs[-1].number}/{count}]"
+    bar = make_progress(sum(job.size or 0 for job in jobs), label, quiet=quiet, stream=stream)
+    lock = threading.Lock()
+    try:
+        in_lanes(account, jobs, lambda own, job: run(own, job.item, _Share(bar, lock)), lanes)
+    finally:
+        bar.close()
 
 
 def batches(jobs: Iterable[J], small: Callable[[J], bool]) -> Iterator[list[J]]:
@@ -37,28 +100,6 @@ def batches(jobs: Iterable[J], small: Callable[[J], bool]) -> Iterator[list[J]]:
             yield list(run)
         else:
             yield from ([job] for job in run)
-
-
-def together(
-    account: Account,
-    jobs: list[tuple[int, J]],
-    count: int,
-    run: Callable[[Account, J, Progress], None],
-    *,
-    lanes: int,
-    total: int,
-    quiet: bool,
-    stream: TextIO,
-) -> None:
-    """``run(lane_account, job, progress)`` for numbered ``jobs`` (of ``count`` in all)
-    on ``lanes`` threads, under one progress bar of ``total`` bytes."""
-    label = f"[{jobs[0][0]}-{jobs[-1][0]}/{count}]"
-    bar = make_progress(total, label, quiet=quiet, stream=stream)
-    lock = threading.Lock()
-    try:
-        in_lanes(account, jobs, lambda own, job: run(own, job[1], _Share(bar, lock)), lanes)
-    finally:
-        bar.close()
 
 
 def in_lanes(
@@ -112,4 +153,4 @@ class _Share:
             self._counted = 0
 
     def close(self) -> None:
-        """The bar is :func:`together`'s to close."""
+        """The bar is :func:`each`'s to close."""

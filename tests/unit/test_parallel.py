@@ -113,35 +113,64 @@ class _Bar:
         self.n += n
 
     def reset(self, total: int | None = None) -> None:
-        raise AssertionError("the shared bar is never reset")
+        self.n = 0
 
     def close(self) -> None:
         self.closed = True
 
 
-def test_a_shared_bar_counts_every_file_and_takes_back_a_failed_attempt(
+def test_small_files_share_a_bar_that_takes_back_a_failed_attempt_and_others_go_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    bar = _Bar()
-    made: list[dict[str, Any]] = []
+    made: list[tuple[int, str, _Bar]] = []
 
     def make_progress(total: int, label: str, **options: Any) -> _Bar:
-        made.append({"total": total, "label": label, **options})
-        return bar
+        made.append((total, label, _Bar()))
+        return made[-1][2]
 
     monkeypatch.setattr(parallel, "make_progress", make_progress)
+    account = _Account()
+    threads: dict[str, str] = {}
 
     def run(own: Account, size: int, progress: Any) -> None:
+        threads[str(size)] = threading.current_thread().name
         progress.reset(total=size)
         progress.update(size // 2)
         progress.reset(total=size)  # a second attempt starts over
         progress.update(size)
-        progress.close()  # the file's view: the bar stays open
+        progress.close()  # the file's view: a shared bar stays open
 
-    jobs = [(3, 100), (4, 200), (5, 300)]
+    sizes = [100, 200, 300, 5000, 400]
+    jobs = [parallel.Job(n, f"f{n}", size, size) for n, size in enumerate(sizes, 1)]
     err = io.StringIO()
-    parallel.together(
-        lanes_of(_Account()), jobs, 9, run, lanes=2, total=600, quiet=False, stream=err
+    parallel.each(lanes_of(account), jobs, run, lanes=2, chunk_size=1000, quiet=False, stream=err)
+    # Three small files under one bar, the large one alone, and the last small one alone
+    # too (a run of one is not worth a lane).
+    assert [(total, label) for total, label, _ in made] == [
+        (600, "[1-3/5]"),
+        (5000, "[4/5] f4"),
+        (400, "[5/5] f5"),
+    ]
+    assert all(bar.closed for _, _, bar in made) and made[0][2].n == 600
+    assert {threads[str(size)][:5] for size in (100, 200, 300)} == {"lane-"}
+    assert threads["5000"] == threads["400"] == threading.current_thread().name
+    assert len(account.siblings) == 2
+
+
+@pytest.mark.parametrize(("lanes", "sizes"), [(1, [1, 2, 3]), (4, [1])])
+def test_one_lane_or_one_file_goes_alone(
+    monkeypatch: pytest.MonkeyPatch, lanes: int, sizes: list[int]
+) -> None:
+    monkeypatch.setattr(parallel, "make_progress", lambda total, label, **_: _Bar())
+    account, ran = _Account(), []
+    jobs = [parallel.Job(n, f"f{n}", size, size) for n, size in enumerate(sizes, 1)]
+    parallel.each(
+        lanes_of(account),
+        jobs,
+        lambda own, size, progress: ran.append(threading.current_thread().name),
+        lanes=lanes,
+        chunk_size=1000,
+        quiet=True,
+        stream=io.StringIO(),
     )
-    assert bar.n == 600 and bar.closed
-    assert made == [{"total": 600, "label": "[3-5/9]", "quiet": False, "stream": err}]
+    assert not account.siblings and ran == [threading.current_thread().name] * len(sizes)
