@@ -126,11 +126,17 @@ def in_lanes(
         finally:
             own.conn.close()
 
-    threads = [threading.Thread(target=lane, name=f"lane-{n}") for n in range(lanes)]
+    # Daemon threads: an interrupted command exits without waiting for its lanes.
+    threads = [threading.Thread(target=lane, name=f"lane-{n}", daemon=True) for n in range(lanes)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for thread in threads:
+            thread.join()
+    except BaseException as exc:  # Ctrl-C in this thread: the lanes take no further job
+        with lock:
+            failures.append(exc)
+        raise
     if failures:
         raise failures[0]
 
