@@ -127,13 +127,14 @@ async def _run(args: argparse.Namespace, options: ServerOptions) -> int:
         endorsement = (answer.previous_key, answer.endorsement) if answer.endorsement else None
         pin = pin_server(args.dir, server_der, args.server_fingerprint, endorsement)
         if pin.followed:
+            detail = "the pinned key endorsed the new one"
+            if args.server_fingerprint:
+                detail += "; update --server-fingerprint"
             log.warning(
                 "gateway.server_key_followed",
                 previous=pin.followed,
                 fingerprint=pin.fingerprint,
-                detail="the pinned key endorsed the new one; update --server-fingerprint"
-                if args.server_fingerprint
-                else "the pinned key endorsed the new one",
+                detail=detail,
             )
         backend = Backend(transport, identity, keys.load_public_key(server_der))
         server = GatewayServer(options, backend)

@@ -254,6 +254,11 @@ def test_the_gateway_follows_a_change_of_server_key_its_pin_endorsed(tmp_path: P
         path.write_bytes(data)
         with register_and_key(gateway, unique("after")) as client:
             assert client.upload("after.txt", data, right_crc(path)) == (True, 1)
+        # Started with the old fingerprint given, it follows too, and says the flag is stale.
+        assert gateway.stop(timeout=20) == 0
+        gateway = Gateway(server.endpoint, directory, "a", "--server-fingerprint", old)
+        stale = [json.loads(line) for line in gateway.transcript if "key_followed" in line]
+        assert len(stale) == 1 and "update --server-fingerprint" in stale[0]["detail"]
     finally:
         if gateway is not None:
             gateway.stop()
