@@ -173,10 +173,9 @@ class Transfers:
         return self.link.inside("scp", *compress, *self.scp, source, target)
 
     def put(self, tool: str, path: Path) -> tuple[float, int]:
-        name = f"{path.name}.{tool.replace(' ', '')}"
         if tool == "ours":
-            self._untimed(self.ours("rm", name))
-            argv = self.ours("put", "--quiet", str(path), "--name", name)
+            self._untimed(self.ours("rm", path.name))
+            argv = self.ours("put", "--quiet", str(path))
             return self._timed(argv, None, path)
         copy = self.remote / path.name
         copy.unlink(missing_ok=True)
@@ -189,8 +188,7 @@ class Transfers:
         copy = self.local / path.name
         copy.unlink(missing_ok=True)
         if tool == "ours":
-            name = f"{path.name}.ours"
-            argv = self.ours("get", "--quiet", name, "-o", str(copy))
+            argv = self.ours("get", "--quiet", path.name, "-o", str(copy))
         else:
             argv = self.scp_argv(
                 tool, f"root@{self.link.host}:{self.remote / path.name}", str(copy)

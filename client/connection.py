@@ -92,7 +92,7 @@ class Connection:
         """Fetch the server key and check it against the pin (or trust it on first use);
         a key the pinned one endorsed is followed (``Pinned.followed``)."""
         answer = self.server_key()
-        endorsement = (answer.previous_key, answer.endorsement) if answer.endorsement else None
+        endorsement = core.endorsement_of(answer)
         pinned = pin_server(home, self.endpoint, answer.public_key, expected, endorsement)
         return keys.load_public_key(answer.public_key), pinned
 

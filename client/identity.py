@@ -166,17 +166,17 @@ def load_private_key(home: Path, passphrase: str | None) -> RsaKey:
         raise ConfigError(f"cannot load {home / PRIVATE_KEY_FILE}: {hint}") from exc
 
 
-def save_private_key(home: Path, private_key: RsaKey, passphrase: str | None) -> None:
-    """Replace the client's private key file (0600, atomically), under ``passphrase``."""
-    write_secret_file(
-        Path(home) / PRIVATE_KEY_FILE, keys.private_key_to_pem(private_key, passphrase)
-    )
+def save_private_key(
+    home: Path, private_key: RsaKey, passphrase: str | None, name: str = PRIVATE_KEY_FILE
+) -> None:
+    """Replace the client's private key file (0600, atomically), under ``passphrase``;
+    ``name`` :data:`NEXT_KEY_FILE` keeps the key a rekey is moving to."""
+    write_secret_file(Path(home) / name, keys.private_key_to_pem(private_key, passphrase))
 
 
 def save_next_key(home: Path, private_key: RsaKey, passphrase: str | None) -> None:
     """Keep the key a rekey is moving to (0600, under the same passphrase as the old)."""
-    pem = keys.private_key_to_pem(private_key, passphrase)
-    write_secret_file(Path(home) / NEXT_KEY_FILE, pem)
+    save_private_key(home, private_key, passphrase, NEXT_KEY_FILE)
 
 
 def load_next_key(home: Path, passphrase: str | None) -> RsaKey | None:

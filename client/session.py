@@ -78,6 +78,7 @@ __all__ = [
     "Session",
     "chunk_aad",
     "chunk_request",
+    "endorsement_of",
     "key_request",
     "open_registered",
     "open_reply",
@@ -355,6 +356,11 @@ def open_server_key(req: Outgoing, reply: Sequence[Frame]) -> ServerKey:
     answer = _body(env, payload, ServerKey)
     keys.load_public_key(answer.public_key)
     return answer
+
+
+def endorsement_of(answer: ServerKey) -> tuple[bytes, bytes] | None:
+    """``(previous key DER, its signature)`` of a ServerKey after a change of key, else None."""
+    return (answer.previous_key, answer.endorsement) if answer.endorsement else None
 
 
 def open_sealed_reply(req: Outgoing, reply: Sequence[Frame], cls: type[M]) -> M:

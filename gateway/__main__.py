@@ -124,7 +124,7 @@ async def _run(args: argparse.Namespace, options: ServerOptions) -> int:
             )
             return 1
         server_der = answer.public_key
-        endorsement = (answer.previous_key, answer.endorsement) if answer.endorsement else None
+        endorsement = native.endorsement_of(answer)
         pin = pin_server(args.dir, server_der, args.server_fingerprint, endorsement)
         if pin.followed:
             detail = "the pinned key endorsed the new one"

@@ -41,6 +41,7 @@ from workers.datadir import (
     PREVIOUS_SERVER_KEY_NAME,
     SERVER_KEY_NAME,
     MasterKey,
+    server_private_key,
 )
 
 __all__ = [
@@ -142,10 +143,7 @@ def rotate_server_key(data_dir: Path, rsa_bits: int) -> tuple[str, str]:
         current_pem = read_secret_file(data_dir / SERVER_KEY_NAME)
     except FileNotFoundError:
         raise ConfigError(f"no server key in {data_dir}: nothing to rotate") from None
-    try:
-        current = keys.load_private_key(current_pem)
-    except IntegrityError:
-        raise ConfigError(f"{data_dir / SERVER_KEY_NAME} is not a readable private key") from None
+    current = server_private_key(data_dir / SERVER_KEY_NAME, current_pem)
     new = keys.generate_private_key(rsa_bits)
     write_secret_file(data_dir / PREVIOUS_SERVER_KEY_NAME, current_pem)
     write_secret_file(data_dir / SERVER_KEY_NAME, keys.private_key_to_pem(new))

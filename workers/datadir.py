@@ -45,6 +45,7 @@ __all__ = [
     "DataDir",
     "MasterKey",
     "open_data_dir",
+    "server_private_key",
 ]
 
 DB_NAME = "cipherdrop.db"
@@ -126,13 +127,15 @@ def open_data_dir(
         raise ConfigError(f"store.data_dir: cannot use {path}: {exc.strerror or exc}") from exc
     return DataDir(
         path,
-        _private_key(path / SERVER_KEY_NAME, pem),
+        server_private_key(path / SERVER_KEY_NAME, pem),
         master,
         previous_server_key=_previous_server_key(path),
     )
 
 
-def _private_key(path: Path, pem: bytes) -> RsaKey:
+def server_private_key(path: Path, pem: bytes) -> RsaKey:
+    """The server key in ``pem`` (read from ``path``); ConfigError naming the file if it
+    is not a readable private key."""
     try:
         return keys.load_private_key(pem)
     except IntegrityError as exc:
@@ -143,7 +146,7 @@ def _previous_server_key(path: Path) -> RsaKey | None:
     """The server key before the last rotation, if it is kept (to endorse the new one)."""
     previous = path / PREVIOUS_SERVER_KEY_NAME
     try:
-        return _private_key(previous, read_secret_file(previous))
+        return server_private_key(previous, read_secret_file(previous))
     except FileNotFoundError:
         return None
 
