@@ -8,6 +8,8 @@ Guarantees:
 * Migrations (:mod:`workers.schema`) are applied at open inside ``BEGIN IMMEDIATE``, so
   when several workers open a new database at once exactly one applies each migration
   and the others see the result. A database newer than this program is refused.
+* Opening waits (up to the busy timeout) while another process turns a new database to
+  WAL: SQLite answers that case "busy" at once instead of calling its busy handler.
 * :func:`write` runs its block in one ``BEGIN IMMEDIATE`` transaction, committed only if
   the block returns; a database still locked after the busy timeout (and a couple of
   retries) becomes :class:`StorageError` saying the store is busy, never "database is
@@ -21,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ParamSpec, TypeVar
@@ -36,6 +39,10 @@ R = TypeVar("R")
 # BEGIN IMMEDIATE already waits up to the busy timeout; these extra attempts cover the
 # cases where SQLite returns SQLITE_BUSY at once (e.g. to break a lock-upgrade deadlock).
 _BEGIN_ATTEMPTS = 3
+# Pauses between attempts at an open SQLite answered "busy" without waiting.
+_FIRST_PAUSE = 0.001
+_LONGEST_PAUSE = 0.05
+_pause = time.sleep  # replaced in tests to act between two attempts
 
 
 def translated(func: Callable[P, R]) -> Callable[P, R]:
@@ -77,7 +84,7 @@ def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
     )
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _while_busy(lambda: conn.execute("PRAGMA journal_mode = WAL"), busy_timeout)
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         _migrate(conn)
@@ -85,6 +92,27 @@ def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _while_busy(action: Callable[[], object], timeout: float) -> None:
+    """Run ``action``, again after a growing pause while SQLite answers busy, until
+    ``timeout`` has passed.
+
+    Two processes turning a new database to WAL at once each hold a shared lock and want
+    an exclusive one; SQLite breaks that deadlock by answering one of them busy at once.
+    By the next attempt the other has finished and the database is already in WAL mode.
+    """
+    deadline = time.monotonic() + timeout
+    pause = _FIRST_PAUSE
+    while True:
+        try:
+            action()
+            return
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or time.monotonic() + pause > deadline:
+                raise
+        _pause(pause)
+        pause = min(2 * pause, _LONGEST_PAUSE)
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import StorageError
+from workers import db
 from workers.schema import LATEST_VERSION, MIGRATIONS
 from workers.store import (
     ChunkRow,
@@ -93,6 +94,47 @@ def test_several_processes_creating_the_database_at_once_all_succeed(tmp_path: P
         "replies",
         "invites",
     }
+
+
+def test_opening_waits_while_another_process_turns_a_new_database_to_wal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The other process is half-way: still in rollback mode, holding the write lock.
+    path = tmp_path / "new.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE first (x)")
+    pauses: list[float] = []
+
+    def other_finishes(seconds: float) -> None:
+        pauses.append(seconds)
+        if other.in_transaction:
+            other.execute("PRAGMA journal_mode = WAL")  # refused inside a transaction
+            other.execute("COMMIT")
+            other.execute("PRAGMA journal_mode = WAL")
+
+    monkeypatch.setattr(db, "_pause", other_finishes)
+    opened = Store.open(path, busy_timeout=30.0)
+    other.close()
+    assert pauses, "SQLite answered busy at once; opening must wait, not fail"
+    assert pragma(opened, "journal_mode") == "wal"
+    assert pragma(opened, "user_version") == LATEST_VERSION
+    opened.close()
+
+
+def test_opening_a_database_another_process_keeps_locked_fails_as_busy(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "new.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE first (x)")
+    try:
+        with pytest.raises(StorageError, match="busy"):
+            Store.open(path, busy_timeout=0.05)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
 
 
 def test_a_database_newer_than_the_program_is_refused(tmp_path: Path) -> None:
