@@ -60,9 +60,12 @@ class Proc:
         self.stdout: queue.Queue[str] = queue.Queue()
         self.stderr: queue.Queue[str] = queue.Queue()
         self.transcript: list[str] = []
+        self._pumps: list[threading.Thread] = []
         for pipe, lines in ((self.popen.stdout, self.stdout), (self.popen.stderr, self.stderr)):
             assert pipe is not None
-            threading.Thread(target=self._pump, args=(pipe, lines), daemon=True).start()
+            pump = threading.Thread(target=self._pump, args=(pipe, lines), daemon=True)
+            pump.start()
+            self._pumps.append(pump)
 
     def _pump(self, pipe: IO[str], lines: queue.Queue[str]) -> None:
         for line in pipe:
@@ -104,6 +107,21 @@ class Proc:
                 self.popen.kill()
                 self.popen.wait(timeout=WAIT)
         return self.popen.returncode
+
+    def wait_transcript(self, timeout: float = WAIT) -> list[str]:
+        """``transcript`` once it holds every line the process wrote: its pipes are at
+        their end (it has exited, and so has any child that shared them).
+
+        Lines reach ``transcript`` through threads reading the pipes, so a line the process
+        wrote before it answered a request, or before it exited, may not be there yet
+        when the test looks; a test that reads ``transcript`` of a stopped process calls
+        this first."""
+        deadline = time.monotonic() + timeout
+        for pump in self._pumps:
+            pump.join(max(0.0, deadline - time.monotonic()))
+            if pump.is_alive():
+                raise TimeoutError(f"{self.name}: output still open after {timeout} s")
+        return self.transcript
 
     def tail(self, lines: int = 20) -> str:
         return "\n".join(self.transcript[-lines:])

@@ -207,9 +207,16 @@ def test_put_r_and_get_several_names_keep_relative_paths(
     assert (out / "loose.txt").read_text() == "loose\n"
 
 
-def _file_requests(stack: Stack) -> list[str]:
-    """The types of the requests the (one) file worker handled, in its order."""
-    records = (json.loads(line) for line in stack.workers["file"][0].transcript)
+def _file_requests(stack: Stack, downloads: int) -> list[str]:
+    """The types of the requests the (one) file worker handled, in its order, read once
+    its log has reached the ``downloads``-th DOWNLOAD_BEGIN since the last call.
+
+    The worker logs a request before it replies, but its lines reach the test through a
+    pipe and a reading thread: without the wait the last ones may not be there yet."""
+    worker = stack.workers["file"][0]
+    for _ in range(downloads):
+        worker.expect(worker.stderr, lambda line: '"DOWNLOAD_BEGIN"' in line)
+    records = (json.loads(line) for line in worker.transcript)
     return [r["type"] for r in records if r.get("event") == "request"]
 
 
@@ -258,7 +265,7 @@ def test_small_files_go_several_at_a_time_and_large_ones_alone(tmp_path: Path) -
             assert got.returncode == 0, got.stderr
             for rel, data in files.items():
                 assert (out / "many" / rel).read_bytes() == data
-            types = _file_requests(stack)
+            types = _file_requests(stack, downloads=len(files))
             assert (_most_uploads_open(types) > 1) is lanes, types
             assert _begins_in_a_row(types) is lanes, types
         listed = ls_json(stack, home)

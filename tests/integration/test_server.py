@@ -168,6 +168,7 @@ def test_server_initialises_serves_restarts_a_dead_child_and_stops_cleanly(
     every_pid = server.all_pids()
     assert server.stop(timeout=30) == 0
     assert wait_gone(every_pid) == []
+    server.wait_transcript()
     stopped = server.records("server.stopped")
     assert stopped and stopped[-1]["killed"] == []
     # Workers stop before the broker: every worker's last line precedes the broker's.

@@ -138,6 +138,9 @@ def test_register_connect_upload_download_through_the_broker(
     second = alice.open_reply(remote.call("file", begin), begin[0])
     assert isinstance(first, UploadReady) and first == second
 
+    for worker in workers:  # every line they wrote, then, is in their transcripts
+        assert worker.stop() == 0
+        worker.wait_transcript()
     lines = [line for worker in workers for line in log_lines(worker)]
     requests = [line for line in lines if line.get("event") == "request"]
     assert {"ok", "replayed"} <= {line["outcome"] for line in requests}
@@ -152,4 +155,6 @@ def test_workers_stop_cleanly_on_sigterm(stack: tuple[Remote, list[Proc], Path])
     for worker in workers:
         worker.popen.send_signal(signal.SIGTERM)
     assert [worker.popen.wait(timeout=10) for worker in workers] == [0] * len(workers)
+    for worker in workers:
+        worker.wait_transcript()
     assert all(any(line.get("event") == "worker.stopped" for line in log_lines(w)) for w in workers)
