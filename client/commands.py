@@ -224,8 +224,7 @@ def _get(ctx: Invocation, settings: Settings) -> None:
     )
     with open_account(ctx, settings) as account:
         # With several names the listing tells their sizes: the small ones go together.
-        several = trees is not None or len(targets) > 1
-        listed = trees is not None or (several and _lanes(ctx, settings) > 1)
+        listed = trees is not None or (len(targets) > 1 and _lanes(ctx, settings) > 1)
         sizes = {info.name: info.size for info in list_files(account)} if listed else {}
         if trees is not None:
             targets = _into(names_below(trees, list(sizes), missing_ok=False), args.output)

@@ -27,6 +27,7 @@ from common.codec import (
     key_request_signed_bytes,
     new_request_id,
     rekey_signed_bytes,
+    server_key_endorsement_bytes,
     session_granted_signed_bytes,
 )
 from common.compress import compress_chunk
@@ -76,6 +77,13 @@ MAX_CHUNK = 8 * 1024 * 1024
 def rsa_key(label: str) -> RsaKey:
     """One key pair per label for the whole test session."""
     return keys.generate_private_key(BITS)
+
+
+def endorsement(previous: RsaKey, new_der: bytes) -> tuple[bytes, bytes]:
+    """``(previous key DER, its signature)`` handing the server over from ``previous`` to
+    ``new_der``, as a ServerKey reply carries it after a change of key."""
+    previous_der = keys.public_key_der(previous)
+    return previous_der, keys.sign(previous, server_key_endorsement_bytes(previous_der, new_der))
 
 
 @functools.cache

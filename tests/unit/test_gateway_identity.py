@@ -8,25 +8,16 @@ from pathlib import Path
 import pytest
 
 from common import keys
-from common.codec import server_key_endorsement_bytes
 from common.errors import ConfigError
 from common.keys import RsaKey
 from gateway.identity import KEY_NAME, PIN_NAME, ServerPin, load_identity, pin_server
 
-
-@pytest.fixture(scope="module")
-def old_key() -> RsaKey:
-    return keys.generate_private_key(2048)
+from .server_harness import endorsement, rsa_key
 
 
-@pytest.fixture(scope="module")
-def new_key() -> RsaKey:
-    return keys.generate_private_key(2048)
-
-
-def endorsement(previous: RsaKey, new_der: bytes) -> tuple[bytes, bytes]:
-    previous_der = keys.public_key_der(previous)
-    return previous_der, keys.sign(previous, server_key_endorsement_bytes(previous_der, new_der))
+def server_keys() -> tuple[RsaKey, RsaKey]:
+    """The server's key before and after a change."""
+    return rsa_key("old server"), rsa_key("new server")
 
 
 def test_the_gateway_key_is_made_once_with_mode_0600(tmp_path: Path) -> None:
@@ -39,9 +30,8 @@ def test_the_gateway_key_is_made_once_with_mode_0600(tmp_path: Path) -> None:
         load_identity(directory, 2048)
 
 
-def test_the_first_key_is_recorded_and_another_refused(
-    tmp_path: Path, old_key: RsaKey, new_key: RsaKey
-) -> None:
+def test_the_first_key_is_recorded_and_another_refused(tmp_path: Path) -> None:
+    old_key, new_key = server_keys()
     old_der, new_der = keys.public_key_der(old_key), keys.public_key_der(new_key)
     assert pin_server(tmp_path, old_der, None) == ServerPin(keys.fingerprint(old_der))
     recorded = (tmp_path / PIN_NAME).read_bytes()
@@ -56,9 +46,8 @@ def test_the_first_key_is_recorded_and_another_refused(
         pin_server(tmp_path, old_der, given)
 
 
-def test_a_key_the_pinned_key_endorsed_is_followed_and_recorded(
-    tmp_path: Path, old_key: RsaKey, new_key: RsaKey
-) -> None:
+def test_a_key_the_pinned_key_endorsed_is_followed_and_recorded(tmp_path: Path) -> None:
+    old_key, new_key = server_keys()
     old_der, new_der = keys.public_key_der(old_key), keys.public_key_der(new_key)
     pin_server(tmp_path, old_der, None)
     followed = pin_server(tmp_path, new_der, None, endorsement(old_key, new_der))
@@ -74,9 +63,8 @@ def test_a_key_the_pinned_key_endorsed_is_followed_and_recorded(
     assert again == ServerPin(keys.fingerprint(new_der), given)
 
 
-def test_an_endorsement_that_does_not_hold_changes_nothing(
-    tmp_path: Path, old_key: RsaKey, new_key: RsaKey
-) -> None:
+def test_an_endorsement_that_does_not_hold_changes_nothing(tmp_path: Path) -> None:
+    old_key, new_key = server_keys()
     old_der, new_der = keys.public_key_der(old_key), keys.public_key_der(new_key)
     pin_server(tmp_path, old_der, None)
     recorded = (tmp_path / PIN_NAME).read_bytes()

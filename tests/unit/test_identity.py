@@ -10,9 +10,10 @@ import pytest
 
 from client import identity as ident
 from common import keys
-from common.codec import server_key_endorsement_bytes
 from common.errors import ConfigError
 from common.keys import RsaKey
+
+from .server_harness import endorsement
 
 
 @pytest.fixture(scope="module")
@@ -176,12 +177,6 @@ def test_given_fingerprint_must_match(tmp_path: Path, server_der: bytes) -> None
 
 
 # --- a server that changed its key -----------------------------------------------------------
-
-
-def endorsement(previous: RsaKey, new_der: bytes) -> tuple[bytes, bytes]:
-    previous_der = keys.public_key_der(previous)
-    signed = server_key_endorsement_bytes(previous_der, new_der)
-    return previous_der, keys.sign(previous, signed)
 
 
 def test_a_key_the_pinned_key_endorsed_is_followed(tmp_path: Path, private_key: RsaKey) -> None:
