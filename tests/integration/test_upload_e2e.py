@@ -46,6 +46,7 @@ from workers.app import Server, open_server
 from workers.blobs import Blobs
 from workers.uploads import chunk_aad, data_key_context
 
+from .procs import WAIT
 from .relay import Relay
 from .stack import Stack, running_stack
 
@@ -118,13 +119,22 @@ def account(stack: Stack, home: Path, endpoint: str | None = None) -> Account:
     return Account(conn, identity, load_private_key(home, None), server_key)
 
 
-def requests_logged(stack: Stack, service: str, msg_type: str) -> int:
-    count = 0
-    for proc in stack.workers[service]:
-        for line in list(proc.transcript):
-            if f'"type": "{msg_type}"' in line and '"event": "request"' in line:
-                count += 1
-    return count
+def requests_logged(stack: Stack, service: str, msg_type: str, at_least: int = 0) -> int:
+    """How many ``msg_type`` requests the ``service`` workers have logged; first waiting
+    (up to WAIT s) until there are ``at_least``. A worker logs a request before it
+    replies, but the line reaches ``transcript`` through a thread reading the pipe, so a
+    test that expects more lines after a reply waits for them."""
+    deadline = time.monotonic() + WAIT
+    pace = threading.Event()
+    while True:
+        count = sum(
+            f'"type": "{msg_type}"' in line and '"event": "request"' in line
+            for proc in stack.workers[service]
+            for line in list(proc.transcript)
+        )
+        if count >= at_least or time.monotonic() > deadline:
+            return count
+        pace.wait(0.02)
 
 
 # --- the main path --------------------------------------------------------------------------
@@ -153,7 +163,8 @@ def test_second_run_reconnects_instead_of_registering(
     put(stack, alice, source)
     put(stack, alice, source, "--name", "again-2.txt")
     assert requests_logged(stack, "register", "REGISTER_REQUEST") == registers
-    assert requests_logged(stack, "key", "KEY_REQUEST") == keys_before + 2  # one per run
+    keys = requests_logged(stack, "key", "KEY_REQUEST", keys_before + 2)
+    assert keys == keys_before + 2  # one per run
     assert (alice / IDENTITY_FILE).read_text() == identity_before
     assert stored_plaintext(stack, alice, "again-2.txt") == b"hello again\n"
 
@@ -548,7 +559,7 @@ def test_transfer_info_registers_then_reconnects_and_uploads(stack: Stack, tmp_p
     assert int(match["crc"]) == cksum_command(source)
     saved = load_identity(home)
     assert (saved.name, saved.server) == ("maria", stack.endpoint)
-    assert requests_logged(stack, "register", "REGISTER_REQUEST") == registers + 1
+    assert requests_logged(stack, "register", "REGISTER_REQUEST", registers + 1) == registers + 1
     assert stored_plaintext(stack, home, "report.bin") == source.read_bytes()
 
     source.write_bytes(b"the second version\n")
@@ -556,7 +567,7 @@ def test_transfer_info_registers_then_reconnects_and_uploads(stack: Stack, tmp_p
     second = stack.client(home, "put", "--transfer-info", str(info), "-q", env=env)
     assert second.returncode == 0, second.stderr
     assert requests_logged(stack, "register", "REGISTER_REQUEST") == registers + 1
-    assert requests_logged(stack, "key", "KEY_REQUEST") == keys_before + 1
+    assert requests_logged(stack, "key", "KEY_REQUEST", keys_before + 1) == keys_before + 1
     assert load_identity(home) == saved
     assert stored_plaintext(stack, home, "report.bin") == b"the second version\n"
 
