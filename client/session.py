@@ -93,6 +93,7 @@ __all__ = [
     "session_request",
     "source_secret",
     "source_token",
+    "zero_copy",
 ]
 
 M = TypeVar("M", bound=Message)
@@ -277,6 +278,12 @@ def chunk_aad(transfer_id: bytes, codec: Codec) -> bytes:
     return transfer_id + bytes((codec,))
 
 
+def zero_copy(data_length: int) -> bool:
+    """Whether :func:`chunk_request` sends ``data_length`` bytes, sealed, without a copy
+    (so the buffer they were sealed into is worth lending, and following)."""
+    return data_length + crypto.OVERHEAD >= ZERO_COPY_FROM
+
+
 def chunk_request(
     session: Session,
     data_key: bytes,
@@ -304,11 +311,12 @@ def chunk_request(
     )
     aad = chunk_aad(position.transfer_id, codec)
     # Sealed straight into the buffer that is sent: one AES-GCM pass, no copy.
-    length = len(memoryview(data).cast("B")) + crypto.OVERHEAD
+    size = len(memoryview(data).cast("B"))
+    length = size + crypto.OVERHEAD
     reused = out if out is not None and len(out) >= length else None
     sealed = memoryview(reused if reused is not None else bytearray(length))[:length]
     crypto.seal_chunk_into(data_key, position.index, position.final, data, sealed, aad)
-    if length < ZERO_COPY_FROM:
+    if not zero_copy(size):
         payload: Part = bytes(sealed)
     else:
         payload = zmq.Frame(sealed, copy=False, track=reused is not None)

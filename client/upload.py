@@ -358,7 +358,7 @@ class _Sealer:
     def _seal(self, position: StreamPosition, piece: memoryview) -> tuple[core.Outgoing, int]:
         codec, data = compress_chunk(piece, self.options.compression, self.options.level)
         buffer = None
-        if len(data) + crypto.OVERHEAD >= core.ZERO_COPY_FROM:  # a smaller one is copied
+        if core.zero_copy(len(data)):  # a smaller one is copied: no buffer to lend
             buffer = self._buffers.take(self.options.chunk_size + crypto.OVERHEAD)
         request = core.chunk_request(self.session, self.data_key, position, codec, data, buffer)
         if buffer is not None:

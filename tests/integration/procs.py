@@ -2,10 +2,10 @@
 
 Readiness is detected, never waited for: the broker's first log line on standard error
 names the endpoint it bound, and a worker is ready when the broker's MMI ``mmi.service``
-says "200" for its service. Every wait has a deadline and raises ``TimeoutError`` when
-it passes; every socket opened here is closed with linger 0. The output of each process
-is read by a background thread (so a full pipe never blocks it) and kept for the test
-to look at and for the failure report.
+says "200" for its service. Every wait has a deadline (:func:`wait_for` is the one loop
+for what can only be polled); every socket opened here is closed with linger 0. The
+output of each process is read by a background thread (so a full pipe never blocks it)
+and kept for the test to look at and for the failure report.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -148,17 +149,42 @@ def start_worker(endpoint: str, service: str = "echo", *options: str, name: str 
 
 def mmi_service(endpoint: str, service: str, timeout: float = 1.0) -> bytes | None:
     """Ask the broker whether ``service`` has workers: b"200", b"404", or None if silent."""
-    socket: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
-    socket.setsockopt(zmq.LINGER, 0)
+    dealer: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
     try:
-        socket.connect(endpoint)
-        socket.send_multipart([b"", b"MDPC01", b"mmi.service", service.encode()])
-        if not socket.poll(int(timeout * 1000)):
+        dealer.connect(endpoint)
+        dealer.send_multipart([b"", b"MDPC01", b"mmi.service", service.encode()])
+        if not dealer.poll(int(timeout * 1000)):
             return None
-        reply = socket.recv_multipart()
+        reply = dealer.recv_multipart()
         return reply[3] if len(reply) >= 4 else None
     finally:
-        socket.close(linger=0)
+        dealer.close(linger=0)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = WAIT, pace: float = 0.02) -> bool:
+    """Whether ``condition()`` came true within ``timeout`` seconds, asking again after a
+    pause of ``pace`` seconds each time it is false.
+
+    For states a test can only observe by looking again (an MMI answer, a log line read
+    by a thread, a row, a process gone): every wait is bounded, and the pause is the pace
+    of looking, never what the test relies on. ``condition`` may raise to give up at once
+    (for example when the process being watched has died).
+    """
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()  # never set: wait() is a bounded pause between looks
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        pause.wait(pace)
+    return True
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def wait_for_service(
@@ -169,12 +195,12 @@ def wait_for_service(
     Asking is the only way to observe registration from outside, so this polls, at a
     modest pace so as not to flood the broker.
     """
-    deadline = time.monotonic() + timeout
-    pace = threading.Event()  # never set: wait() is a bounded pause between questions
     last: bytes | None = None
-    while time.monotonic() < deadline:
-        last = mmi_service(endpoint, service, timeout=max(0.01, deadline - time.monotonic()))
-        if last == status:
-            return
-        pace.wait(0.02)
-    raise TimeoutError(f"mmi.service {service}: wanted {status!r}, last answer {last!r}")
+
+    def answered() -> bool:
+        nonlocal last
+        last = mmi_service(endpoint, service, timeout=min(1.0, timeout))
+        return last == status
+
+    if not wait_for(answered, timeout):
+        raise TimeoutError(f"mmi.service {service}: wanted {status!r}, last answer {last!r}")

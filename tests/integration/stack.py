@@ -16,13 +16,11 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from .procs import ROOT, WAIT, Broker, Proc, wait_for_service
+from .procs import ROOT, WAIT, Broker, Proc, wait_for, wait_for_service
 
 __all__ = ["SERVICES", "Stack", "running_stack"]
 
@@ -110,12 +108,13 @@ class Stack:
         return count
 
     def _wait_ready(self, service: str, count: int, proc: Proc) -> None:
-        deadline = time.monotonic() + 3 * WAIT  # the first worker makes the server key
-        pace = threading.Event()  # never set: a bounded pause between looks
-        while self._ready_count(service) < count:
-            if proc.popen.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{proc.name} did not become ready: {proc.tail()}")
-            pace.wait(0.02)
+        def ready() -> bool:
+            if proc.popen.poll() is not None:
+                raise RuntimeError(f"{proc.name} exited before it was ready: {proc.tail()}")
+            return self._ready_count(service) >= count
+
+        if not wait_for(ready, 3 * WAIT):  # the first worker makes the server key
+            raise RuntimeError(f"{proc.name} did not become ready: {proc.tail()}")
         wait_for_service(self.endpoint, SERVICES[service])
 
     def fingerprint(self) -> str:

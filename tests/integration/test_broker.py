@@ -13,6 +13,7 @@ import zmq
 from common import mdp
 
 from .conftest import BrokerProcess
+from .procs import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -63,15 +64,6 @@ def mmi(client: zmq.Socket[bytes], name: bytes) -> bytes:
     frames = recv(client)
     assert frames[:3] == [b"", b"MDPC01", b"mmi.service"] and len(frames) == 4
     return frames[3]
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 5.0, every: float = 0.05) -> None:
-    """Poll ``check`` until it holds; the pause is a poll interval, not a synchronisation."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        zmq.Poller().poll(int(every * 1000))
 
 
 # -- start and stop ---------------------------------------------------------------------
@@ -194,7 +186,7 @@ def test_silent_worker_is_removed(
     register(dealer, broker)  # then never heartbeats
     client = dealer(broker.endpoint)
     assert mmi(client, SVC) == b"200"
-    wait_for(lambda: mmi(client, SVC) == b"404", timeout=5.0)
+    assert wait_for(lambda: mmi(client, SVC) == b"404", 5.0)
 
 
 def test_hung_worker_request_goes_to_another(

@@ -21,7 +21,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import closing
 from pathlib import Path
@@ -35,8 +34,7 @@ from workers.admin_store import AdminStore
 from workers.app import open_server
 from workers.blobs import Blobs
 
-from .procs import ROOT, WAIT, Proc
-from .test_server import free_port, pause
+from .procs import ROOT, WAIT, Proc, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -189,11 +187,16 @@ def healthy(rewrite: Rewrite, service: Mapping[str, Any], timeout: float = 6 * W
     test = service["healthcheck"]["test"]
     assert test[0] == "CMD"
     argv, env = rewrite.argv(test[1:], service), rewrite.env(service)
-    deadline = time.monotonic() + timeout
-    while (result := run(argv, env)).returncode != 0:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"health check {test} never passed: {result.stderr}")
-        pause(0.2)
+    stderr = ""
+
+    def passes() -> bool:
+        nonlocal stderr
+        result = run(argv, env)
+        stderr = result.stderr
+        return result.returncode == 0
+
+    if not wait_for(passes, timeout, pace=0.2):
+        raise TimeoutError(f"health check {test} never passed: {stderr}")
 
 
 @pytest.fixture

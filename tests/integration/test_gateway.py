@@ -32,7 +32,7 @@ from workers.keyx import TRUSTED_GATEWAYS
 from workers.store import Store
 from workers.uploads import chunk_aad, data_key_context
 
-from .procs import Proc, run_module
+from .procs import Proc, run_module, wait_for
 from .stack import Stack
 from .test_server import ServerProcess
 
@@ -529,14 +529,15 @@ def idle_from(gateway: Gateway, address: str) -> socket.socket:
 def refused_from(gateway: Gateway, address: str) -> bool:
     """Whether a new connection from ``address`` gets the general error and a close
     (asked until the gateway has seen the idle connections opened before it)."""
-    deadline = time.monotonic() + 5
-    while True:
+
+    def refused() -> bool:
         with idle_from(gateway, address) as sock:
             received = b""
             while chunk := sock.recv(65536):
                 received += chunk
-        if received == general_error("a") or time.monotonic() > deadline:
-            return received == general_error("a")
+        return received == general_error("a")
+
+    return wait_for(refused, 5, pace=0.01)
 
 
 def test_connection_cap(gateways: dict[str, Gateway]) -> None:
@@ -548,14 +549,17 @@ def test_connection_cap(gateways: dict[str, Gateway]) -> None:
     finally:
         for sock in idle:
             sock.close()
-    deadline = time.monotonic() + 10
-    while True:  # the idle ones time out or are closed; then others are served again
+
+    def serving() -> bool:
         try:
             assert_still_serving(gateway)
-            break
         except (AssertionError, ConnectionError):
-            if time.monotonic() > deadline:
-                raise
+            return False
+        return True
+
+    # The idle ones time out or are closed; then others are served again.
+    if not wait_for(serving, 10, pace=0.01):
+        assert_still_serving(gateway)  # raises what kept it from serving
 
 
 @pytest.mark.parametrize(

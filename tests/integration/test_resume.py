@@ -13,8 +13,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +26,7 @@ from common.errors import ProtocolError
 from common.messages import MessageType
 from workers.datadir import DB_NAME
 
-from .procs import Broker, wait_for_service
+from .procs import Broker, wait_for, wait_for_service
 from .relay import Relay
 from .stack import SERVICES, Stack, running_stack
 from .test_upload_e2e import SUMMARY, cksum_command, stored_plaintext
@@ -75,12 +73,13 @@ class CountingRelay(Relay):
 def wait_until(
     test: Callable[[], bool], what: str, proc: subprocess.Popen[str], limit: float = 60
 ) -> None:
-    deadline = time.monotonic() + limit
-    pace = threading.Event()  # never set: a bounded pause between looks
-    while not test():
+    def reached() -> bool:
+        if test():
+            return True
         assert proc.poll() is None, f"the client ended before {what}: {proc.communicate()}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        pace.wait(0.005)
+        return False
+
+    assert wait_for(reached, limit, pace=0.005), f"timed out waiting for {what}"
 
 
 def chunks_held(stack: Stack, name: str) -> int:

@@ -11,18 +11,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .procs import ROOT, WAIT, Broker, Proc, run_module, wait_for_service
+from .procs import ROOT, WAIT, Broker, Proc, free_port, run_module, wait_for, wait_for_service
 
 pytestmark = pytest.mark.integration
 
@@ -45,11 +42,6 @@ def write_config(base: Path) -> Path:
     return path
 
 
-def pause(seconds: float) -> None:
-    """A bounded pause between looks at something that is polled with a deadline."""
-    threading.Event().wait(seconds)
-
-
 def alive(pid: int) -> bool:
     """True if ``pid`` is a running process (a zombie counts as gone)."""
     try:
@@ -60,16 +52,9 @@ def alive(pid: int) -> bool:
 
 
 def wait_gone(pids: list[int], timeout: float = 3 * WAIT) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while (left := [pid for pid in pids if alive(pid)]) and time.monotonic() < deadline:
-        pause(0.05)
-    return left
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """The processes of ``pids`` still running once all are gone or ``timeout`` passed."""
+    wait_for(lambda: not any(alive(pid) for pid in pids), timeout, pace=0.05)
+    return [pid for pid in pids if alive(pid)]
 
 
 class ServerProcess(Proc):

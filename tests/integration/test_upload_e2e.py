@@ -13,8 +13,6 @@ import re
 import secrets
 import socket
 import subprocess
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -46,7 +44,7 @@ from workers.app import Server, open_server
 from workers.blobs import Blobs
 from workers.uploads import chunk_aad, data_key_context
 
-from .procs import WAIT
+from .procs import Proc, wait_for
 from .relay import Relay
 from .stack import Stack, running_stack
 
@@ -124,17 +122,16 @@ def requests_logged(stack: Stack, service: str, msg_type: str, at_least: int = 0
     (up to WAIT s) until there are ``at_least``. A worker logs a request before it
     replies, but the line reaches ``transcript`` through a thread reading the pipe, so a
     test that expects more lines after a reply waits for them."""
-    deadline = time.monotonic() + WAIT
-    pace = threading.Event()
-    while True:
-        count = sum(
+
+    def count() -> int:
+        return sum(
             f'"type": "{msg_type}"' in line and '"event": "request"' in line
             for proc in stack.workers[service]
             for line in list(proc.transcript)
         )
-        if count >= at_least or time.monotonic() > deadline:
-            return count
-        pace.wait(0.02)
+
+    wait_for(lambda: count() >= at_least)
+    return count()
 
 
 # --- the main path --------------------------------------------------------------------------
@@ -511,21 +508,19 @@ def test_upload_survives_kill_9_of_one_file_worker(tmp_path: Path) -> None:
         source.write_bytes(os.urandom(96 << 20))
         # A window of 2 keeps the upload going long after the first chunk is stored.
         client = stack.spawn_client(home, "put", str(source), "--quiet", env=SLOW_WINDOW)
-        deadline = time.monotonic() + 30
-        pace = threading.Event()
-        victim = None
-        while victim is None:
-            assert time.monotonic() < deadline and client.poll() is None, "upload never began"
-            pace.wait(0.01)
-            victim = next(
-                (
-                    w
-                    for w in stack.workers["file"]
-                    if any('"UPLOAD_CHUNK"' in x for x in list(w.transcript))
-                ),
-                None,
-            )
-        victim.kill()
+        storing: list[Proc] = []
+
+        def stored_a_chunk() -> bool:
+            assert client.poll() is None, "the upload ended before a worker stored a chunk"
+            storing[:] = [
+                w
+                for w in stack.workers["file"]
+                if any('"UPLOAD_CHUNK"' in x for x in list(w.transcript))
+            ]
+            return bool(storing)
+
+        assert wait_for(stored_a_chunk, 30, pace=0.01), "upload never began"
+        storing[0].kill()
         out, err = client.communicate(timeout=120)
         assert client.returncode == 0, err
         assert int(SUMMARY.match(out.strip())["crc"]) == cksum_command(source)  # type: ignore[index]
