@@ -11,9 +11,9 @@ Guarantees:
 * Opening waits (up to the busy timeout) while another process turns a new database to
   WAL: SQLite answers that case "busy" at once instead of calling its busy handler.
 * :func:`write` runs its block in one ``BEGIN IMMEDIATE`` transaction, committed only if
-  the block returns; a database still locked after the busy timeout (and a couple of
-  retries) becomes :class:`StorageError` saying the store is busy, never "database is
-  locked" to a user.
+  the block returns; a database still locked after the busy timeout (SQLite's own wait,
+  then up to 0.1 s more of attempts if it answered busy at once) becomes
+  :class:`StorageError` saying the store is busy, never "database is locked" to a user.
 * Every ``sqlite3.Error`` leaving this module, or :mod:`workers.store`, is a
   :class:`StorageError` (:func:`translated`).
 """
@@ -36,10 +36,10 @@ __all__ = ["connect", "translated", "write"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# BEGIN IMMEDIATE already waits up to the busy timeout; these extra attempts cover the
-# cases where SQLite returns SQLITE_BUSY at once (e.g. to break a lock-upgrade deadlock).
-_BEGIN_ATTEMPTS = 3
-# Pauses between attempts at an open SQLite answered "busy" without waiting.
+# BEGIN IMMEDIATE already waits up to the busy timeout; it is tried again, for this long,
+# only when SQLite answers SQLITE_BUSY at once (e.g. to break a lock-upgrade deadlock).
+_BEGIN_RETRY_WINDOW = 0.1
+# Pauses between attempts that SQLite answered "busy" without waiting.
 _FIRST_PAUSE = 0.001
 _LONGEST_PAUSE = 0.05
 _pause = time.sleep  # replaced in tests to act between two attempts
@@ -96,7 +96,7 @@ def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
 
 def _while_busy(action: Callable[[], object], timeout: float) -> None:
     """Run ``action``, again after a growing pause while SQLite answers busy, until
-    ``timeout`` has passed.
+    ``timeout`` has passed (an attempt that itself waited that long is not repeated).
 
     Two processes turning a new database to WAL at once each hold a shared lock and want
     an exclusive one; SQLite breaks that deadlock by answering one of them busy at once.
@@ -129,20 +129,10 @@ def _migrate(conn: sqlite3.Connection) -> None:
             conn.execute(f"PRAGMA user_version = {number}")
 
 
-def _begin(conn: sqlite3.Connection) -> None:
-    for attempt in range(_BEGIN_ATTEMPTS):
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            if not _is_busy(exc) or attempt == _BEGIN_ATTEMPTS - 1:
-                raise
-
-
 @contextlib.contextmanager
 def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One write transaction: committed when the block returns, rolled back if it raises."""
-    _begin(conn)
+    _while_busy(lambda: conn.execute("BEGIN IMMEDIATE"), _BEGIN_RETRY_WINDOW)
     try:
         yield conn
     except BaseException:

@@ -165,6 +165,55 @@ def test_a_locked_database_is_a_storage_error_saying_busy_not_locked(tmp_path: P
     waiter.close()
 
 
+class BusyAtFirst:
+    """A connection whose first ``refusals`` BEGIN IMMEDIATEs SQLite answers busy at once,
+    as it does to break a lock-upgrade deadlock, without calling its busy handler."""
+
+    def __init__(self, conn: sqlite3.Connection, refusals: int) -> None:
+        self.conn, self.refusals = conn, refusals
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "BEGIN IMMEDIATE" and self.refusals:
+            self.refusals -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return self.conn.execute(sql, *args)
+
+
+def test_a_begin_answered_busy_at_once_is_tried_again_after_a_pause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    conn.execute("CREATE TABLE t (x)")
+    pauses: list[float] = []
+    monkeypatch.setattr(db, "_pause", pauses.append)
+    with db.write(BusyAtFirst(conn, 2)) as tx:  # type: ignore[arg-type]
+        tx.execute("INSERT INTO t VALUES (1)")
+    assert pauses == [0.001, 0.002]
+    assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
+
+
+def test_a_begin_still_busy_after_the_retry_window_is_a_busy_storage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    conn.execute("CREATE TABLE t (x)")
+    monkeypatch.setattr(db, "_pause", lambda seconds: None)
+    monkeypatch.setattr(db, "_BEGIN_RETRY_WINDOW", 0.0)  # the window has passed at once
+
+    @db.translated
+    def insert() -> None:
+        with db.write(BusyAtFirst(conn, 1)) as tx:  # type: ignore[arg-type]
+            tx.execute("INSERT INTO t VALUES (1)")
+
+    with pytest.raises(StorageError, match="busy"):
+        insert()
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
 def test_a_taken_name_changes_nothing(store: Store) -> None:
     assert store.create_client(b"a" * 16, "alice", b"K", NOW, record(b"1" * 16))
     assert not store.create_client(b"b" * 16, "alice", b"K", NOW, record(b"2" * 16))
