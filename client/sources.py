@@ -38,7 +38,7 @@ def upload_sources(
                 raise FileAccessError(f"cannot upload {path}: a directory (use -r)")
             pairs.extend(_walk(path))
         else:
-            pairs.append((path, name or path.name))
+            pairs.append((path, path.name if name is None else name))
     seen: set[str] = set()
     for _, stored in pairs:
         validate_file_name(stored)

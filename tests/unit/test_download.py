@@ -336,6 +336,8 @@ def test_put_refuses_directories_without_r_and_name_with_several(tmp_path: Path)
         upload_sources([tmp_path / "x", tmp_path / "x"], recursive=False)
     with pytest.raises(InvalidNameError):
         upload_sources([tmp_path / "x"], recursive=False, name="../y")
+    with pytest.raises(InvalidNameError, match="length 0"):  # given empty is not "not given"
+        upload_sources([tmp_path / "x"], recursive=False, name="")
 
 
 def test_an_unchanged_target_is_a_regular_file_of_the_same_size_and_crc(tmp_path: Path) -> None:
