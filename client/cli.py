@@ -172,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip files put before and unchanged since (same size and modification time)",
     )
+    put.add_argument(
+        "--sha256",
+        action="store_true",
+        help="also record each file's SHA-256 (shown by ls, checked by every get; more CPU)",
+    )
     get = commands.add_parser("get", help="download files")
     get.add_argument("names", nargs="+", metavar="NAME", help="stored names to download")
     get.add_argument("-o", "--output", type=Path, help="file or directory to write to")

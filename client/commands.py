@@ -50,8 +50,8 @@ from common.names import validate_client_name, validate_file_name
 from config import Settings
 
 if TYPE_CHECKING:
-    from client.download import DownloadOptions
-    from client.upload import UploadOptions
+    from client.download import DownloadOptions, DownloadResult
+    from client.upload import UploadOptions, UploadResult
 
 __all__ = ["COMMANDS", "STDIO"]
 
@@ -132,6 +132,7 @@ def _upload(
         compression=Codec.NONE if settings.client.compression == "none" else Codec.ZLIB,
         level=settings.client.compression_level,
         rate=args.limit_rate,
+        sha256=args.sha256,
     )
     with open_account(ctx, settings, endpoint) as account:
         put = _Put(ctx, account, options, args.skip_unchanged)
@@ -153,6 +154,13 @@ def _lanes(ctx: Invocation, settings: Settings) -> int:
 
 
 _SAYING = threading.Lock()  # lines from several threads come out whole
+
+
+def _checks(result: UploadResult | DownloadResult) -> str:
+    """What a transfer was checked against: its CRC, and its SHA-256 where one is recorded."""
+    if result.sha256 is None:
+        return f"cksum {result.crc}"
+    return f"cksum {result.crc}  sha256 {result.sha256.hex()}"
 
 
 def _say(stream: TextIO, line: str) -> None:
@@ -181,7 +189,7 @@ class _Put:
                 _say(self.out, f"{name}  {size} bytes  unchanged, skipped")
                 return
             result = upload_file(account, stream, size, name, self.options, progress)
-        _say(self.out, f"{result.name}  {result.size} bytes  cksum {result.crc}  verified")
+        _say(self.out, f"{result.name}  {result.size} bytes  {_checks(result)}  verified")
 
 
 def _from_transfer_info(
@@ -270,7 +278,7 @@ class _Get:
                 f"{name}: received {result.fetched} of {result.chunks} chunks"
                 f" ({result.resumed} already here)",
             )
-        _say(out, f"{result.path}  {result.size} bytes  cksum {result.crc}  verified")
+        _say(out, f"{result.path}  {result.size} bytes  {_checks(result)}  verified")
 
 
 def _get_to_stdout(ctx: Invocation, settings: Settings) -> None:
@@ -292,7 +300,7 @@ def _get_to_stdout(ctx: Invocation, settings: Settings) -> None:
         with result.path.open("rb") as data:
             shutil.copyfileobj(data, ctx.out.buffer, _COPY_BLOCK)
         ctx.out.buffer.flush()
-    ctx.say(f"{name}  {result.size} bytes  cksum {result.crc}  verified, on standard output")
+    ctx.say(f"{name}  {result.size} bytes  {_checks(result)}  verified, on standard output")
 
 
 def _into(names: list[str], output: Path | None) -> list[tuple[str, Path]]:

@@ -41,7 +41,7 @@ from client.partial import PartialDownload
 from client.progress import Progress
 from client.throttle import Throttle
 from common import crypto
-from common.cksum import Cksum
+from common.cksum import Cksum, CksumSha256
 from common.codec import decode_envelope
 from common.compress import Buffer, decompress_chunk
 from common.earlysync import count_written
@@ -95,6 +95,7 @@ class DownloadResult:
     fetched: int
     resumed: int
     unchanged: bool = False
+    sha256: bytes | None = None  # recorded with the file, and the download's equalled it
 
 
 def open_chunk_data(
@@ -181,9 +182,11 @@ def _download(
     ready = account.call(DownloadBegin(name), DownloadReady)
     _check_ready(ready)
     if options.skip_unchanged:
-        if _holds(target, ready.size, ready.crc):
-            n = ready.chunk_count
-            return DownloadResult(name, target, ready.size, ready.crc, n, 0, 0, unchanged=True)
+        if _holds(target, ready.size, ready.crc, ready.sha256):
+            n, sha256 = ready.chunk_count, ready.sha256
+            return DownloadResult(
+                name, target, ready.size, ready.crc, n, 0, 0, unchanged=True, sha256=sha256
+            )
         _refuse_existing(target, options.force)
     partial = PartialDownload(target, ready)
     resume = partial.resume_point()
@@ -192,7 +195,7 @@ def _download(
     except OSError as exc:
         raise FileAccessError(f"cannot write {partial.part}: {exc.strerror or exc}") from exc
     try:
-        crc = _crc_of_prefix(fd, partial.offset(resume))
+        crc = _crc_of_prefix(fd, partial.offset(resume), sha256=ready.sha256 is not None)
         progress.reset(total=ready.size)
         progress.update(crc.length)
         try:
@@ -205,6 +208,13 @@ def _download(
                 f"download of {name} does not match: {crc.length} bytes with CRC"
                 f" {crc.digest()}, the server has {ready.size} bytes with CRC {ready.crc}"
             )
+        got, recorded = crc.sha256(), ready.sha256  # both None without a recorded one
+        if got != recorded:
+            partial.discard()
+            raise IntegrityError(
+                f"download of {name} does not match the SHA-256 recorded with it:"
+                f" {got.hex() if got else '-'}, recorded {recorded.hex() if recorded else '-'}"
+            )
         os.ftruncate(fd, ready.size)
         os.fsync(fd)
     except OSError as exc:
@@ -215,11 +225,14 @@ def _download(
     _place(partial, options.force)
     fetched = ready.chunk_count - resume
     _log.info("download.done", name=name, size=ready.size, fetched=fetched, resumed=resume)
-    return DownloadResult(name, target, ready.size, ready.crc, ready.chunk_count, fetched, resume)
+    return DownloadResult(
+        name, target, ready.size, ready.crc, ready.chunk_count, fetched, resume, sha256=ready.sha256
+    )
 
 
-def _holds(target: Path, size: int, crc: int) -> bool:
-    """True if ``target`` is a regular file of ``size`` bytes with the POSIX CRC ``crc``."""
+def _holds(target: Path, size: int, crc: int, sha256: bytes | None = None) -> bool:
+    """True if ``target`` is a regular file of ``size`` bytes with the POSIX CRC ``crc``
+    (and the SHA-256 ``sha256``, when one is given)."""
     try:
         fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
@@ -228,17 +241,18 @@ def _holds(target: Path, size: int, crc: int) -> bool:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_size != size:
             return False
-        found = _crc_of_prefix(fd, size)
+        found = _crc_of_prefix(fd, size, sha256=sha256 is not None)
     except (OSError, FileAccessError):
         return False
     finally:
         os.close(fd)
-    return found.digest() == crc
+    return found.digest() == crc and found.sha256() == sha256
 
 
-def _crc_of_prefix(fd: int, length: int) -> Cksum:
-    """The CRC of the part file's first ``length`` bytes (chunks kept from a run before)."""
-    crc = Cksum()
+def _crc_of_prefix(fd: int, length: int, *, sha256: bool = False) -> Cksum:
+    """The CRC (and SHA-256, if asked) of the part file's first ``length`` bytes (chunks
+    kept from a run before)."""
+    crc = CksumSha256() if sha256 else Cksum()
     offset = 0
     while offset < length:
         block = os.pread(fd, min(_READ_BLOCK, length - offset), offset)

@@ -36,7 +36,7 @@ from client.connection import FILE_SERVICE, Account
 from client.progress import Progress
 from client.throttle import Throttle
 from common import crypto
-from common.cksum import Cksum
+from common.cksum import Cksum, CksumSha256
 from common.codec import peek_request_id
 from common.compress import compress_chunk
 from common.errors import FileAccessError, IntegrityError, RefusedError, RemoteProtocolError
@@ -81,16 +81,19 @@ class UploadOptions:
     compression: Codec = Codec.ZLIB
     level: int = 1
     rate: int | None = None  # --limit-rate: bytes per second on the wire
+    sha256: bool = False  # --sha256: record the file's SHA-256 with it
 
 
 @dataclass(frozen=True, slots=True)
 class UploadResult:
-    """A verified upload: the size and CRC both sides agreed on."""
+    """A verified upload: the size and CRC both sides agreed on (and the SHA-256 recorded
+    with it, with ``UploadOptions.sha256``)."""
 
     name: str
     size: int
     crc: int
     attempts: int
+    sha256: bytes | None = None
 
 
 class _Mismatch(Exception):
@@ -167,7 +170,7 @@ def _attempt(
     last = attempt >= MAX_ATTEMPTS
     progress.reset(total=size)
     try:
-        crc = _send_chunks(account, stream, size, version, ready, options, progress)
+        check = _send_chunks(account, stream, size, version, ready, options, progress)
     except _SourceChanged as exc:
         account.conn.reset()  # chunks of this attempt may still be in flight
         _confirm(account, ready.transfer_id, Verdict.GIVE_UP)  # nothing of it is kept
@@ -180,6 +183,7 @@ def _attempt(
             raise
         _confirm(account, ready.transfer_id, Verdict.GIVE_UP if last else Verdict.RESEND)
         raise _Mismatch("a chunk failed authentication on the server") from exc
+    crc, sha256 = check.digest(), check.sha256()
     committed = _commit(account, ready.transfer_id)
     if committed.transfer_id != ready.transfer_id:
         raise RemoteProtocolError("UploadCommitted names another transfer")
@@ -189,11 +193,11 @@ def _attempt(
             f"server has {committed.size} bytes with CRC {committed.crc},"
             f" we sent {size} bytes with CRC {crc}"
         )
-    done = account.call(UploadConfirm(ready.transfer_id, Verdict.OK), UploadDone)
+    done = account.call(UploadConfirm(ready.transfer_id, Verdict.OK, sha256), UploadDone)
     if not done.verified:
         raise IntegrityError(f"the server did not mark {name} as verified")
     _log.info("upload.done", name=name, size=size, crc=crc, attempts=attempt)
-    return UploadResult(name, size, crc, attempt)
+    return UploadResult(name, size, crc, attempt, sha256)
 
 
 def _commit(account: Account, transfer_id: bytes) -> UploadCommitted:
@@ -224,12 +228,13 @@ def _send_chunks(
     ready: UploadReady,
     options: UploadOptions,
     progress: Progress,
-) -> int:
-    """Send every chunk the server lacks, ``window`` in flight; the CRC of the whole file.
+) -> Cksum:
+    """Send every chunk the server lacks, ``window`` in flight; the CRC (and SHA-256, with
+    ``options.sha256``) of the whole file.
 
     ``version`` (:func:`_version`) is the file's when the upload began: it must still be
     that once every chunk is stored, else what was sent is no one version of it."""
-    crc = Cksum()
+    crc = CksumSha256() if options.sha256 else Cksum()
     in_flight: dict[bytes, tuple[core.Outgoing, int]] = {}
     session = account.session
     bodies = _chunk_requests(session, stream, size, ready, options, crc, in_flight, progress)
@@ -241,7 +246,7 @@ def _send_chunks(
         progress.update(length)
     if _version(stream) != version:  # a shorter or longer read has failed already
         raise _SourceChanged("changed")
-    return crc.digest()
+    return crc
 
 
 def _chunk_requests(

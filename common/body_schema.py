@@ -213,7 +213,11 @@ SCHEMAS: dict[type, tuple[Field, ...]] = {
     ChunkStored: (_TRANSFER_ID, _INDEX),
     UploadCommit: (_TRANSFER_ID,),
     UploadCommitted: (_TRANSFER_ID, _SIZE, _CRC),
-    UploadConfirm: (_TRANSFER_ID, _field("verdict", partial(check_enum, kind=Verdict))),
+    UploadConfirm: (
+        _TRANSFER_ID,
+        _field("verdict", partial(check_enum, kind=Verdict)),
+        _field("sha256", _optional_sha256),
+    ),
     UploadDone: (_FILE_NAME, _field("verified", check_bool)),
     ListFiles: (_field("after", _after_name),),
     FileInfo: (
@@ -236,7 +240,15 @@ SCHEMAS: dict[type, tuple[Field, ...]] = {
     ),
     UploadList: (_items("uploads", UploadInfo), _field("more", check_bool)),
     DownloadBegin: (_FILE_NAME,),
-    DownloadReady: (_TRANSFER_ID, _DATA_KEY, _SIZE, _CHUNK_SIZE, _CHUNK_COUNT, _CRC),
+    DownloadReady: (
+        _TRANSFER_ID,
+        _DATA_KEY,
+        _SIZE,
+        _CHUNK_SIZE,
+        _CHUNK_COUNT,
+        _CRC,
+        _field("sha256", _optional_sha256),
+    ),
     DownloadChunk: (_TRANSFER_ID, _INDEX),
     DeleteFile: (_FILE_NAME,),
     Deleted: (_FILE_NAME, _field("existed", check_bool)),
@@ -296,9 +308,12 @@ def dump_fields(msg: object) -> dict[str, object]:
 
 def check_consistency(msg: object) -> None:
     """Rules that span fields: the chunk count follows from size and chunk size; a
-    server key's endorsement comes with the key it is by, or neither is there."""
+    server key's endorsement comes with the key it is by, or neither is there; only a
+    confirm that accepts the upload records a SHA-256."""
     if isinstance(msg, ServerKey) and bool(msg.previous_key) != bool(msg.endorsement):
         raise RemoteProtocolError("previous_key and endorsement: both set, or both empty")
+    if isinstance(msg, UploadConfirm) and msg.sha256 is not None and msg.verdict != Verdict.OK:
+        raise RemoteProtocolError("sha256: only with verdict OK")
     if isinstance(msg, UploadBegin | DownloadReady):
         expected = chunk_count_for(msg.size, msg.chunk_size)
         if msg.chunk_count != expected:

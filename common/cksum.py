@@ -12,13 +12,18 @@ CRC-32/CKSUM in compiled code without the GIL, at several GB/s here (``zlib.crc3
 reflected variant and would need every byte bit-reversed first, which cost ten times as
 much: see docs/performance.md). Its ``initial`` argument continues from an earlier
 checksum, so the stream is fed piece by piece and the length trailer goes last.
+
+:class:`CksumSha256` also takes the SHA-256 of the same bytes, for transfers that record
+one (``put --sha256``): about 2.6 ms per MB more, which is why it is not the default.
 """
 
 from __future__ import annotations
 
+import hashlib
+
 import fastcrc
 
-__all__ = ["Cksum", "cksum", "crc32_cksum"]
+__all__ = ["Cksum", "CksumSha256", "cksum", "crc32_cksum"]
 
 crc32_cksum = fastcrc.crc32.cksum
 
@@ -54,6 +59,28 @@ class Cksum:
     def digest(self) -> int:
         """The CRC ``cksum`` prints for everything fed so far; updating may continue."""
         return int(crc32_cksum(_length_bytes(self._length), initial=self._value))
+
+    def sha256(self) -> bytes | None:
+        """The SHA-256 of everything fed so far: None here (see :class:`CksumSha256`)."""
+        return None
+
+
+class CksumSha256(Cksum):
+    """:class:`Cksum`, and the SHA-256 of the same bytes (hashlib lets go of the GIL
+    while it hashes a large piece)."""
+
+    __slots__ = ("_sha",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sha = hashlib.sha256()
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        super().update(data)
+        self._sha.update(data)
+
+    def sha256(self) -> bytes:
+        return self._sha.digest()
 
 
 def cksum(data: bytes | bytearray | memoryview) -> int:

@@ -230,8 +230,13 @@ class UploadCommitted:
 
 @dataclass(frozen=True, slots=True)
 class UploadConfirm:
+    """``sha256``: with ``Verdict.OK`` only, the SHA-256 of the whole plaintext as the
+    client read it (``put --sha256``), recorded with the file and checked by every
+    download; None: none is recorded."""
+
     transfer_id: bytes
     verdict: Verdict
+    sha256: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,12 +308,15 @@ class DownloadBegin:
 
 @dataclass(frozen=True, slots=True)
 class DownloadReady:
+    """``sha256``: the SHA-256 recorded with the file (``UploadConfirm.sha256``), or None."""
+
     transfer_id: bytes
     data_key: bytes = field(repr=False)
     size: int
     chunk_size: int
     chunk_count: int
     crc: int
+    sha256: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,8 +58,8 @@ from workers.datadir import DataDir
 from workers.protection import SessionKey, data_reply
 from workers.service import Context, DataReply, Dispatcher, Route
 from workers.sessions import SessionCache
-from workers.store import Rename, Store
-from workers.uploads import Uploads, data_key_context
+from workers.store import FileRow, Rename, Store
+from workers.uploads import Uploads, data_key_context, open_sha256
 
 __all__ = ["DEFAULT_UPLOAD_EXPIRY", "EXPIRY_INTERVAL", "SERVICE", "Expiry", "file_service"]
 
@@ -133,13 +133,19 @@ class Files:
                     row.uploaded_at,
                     row.verified,
                     row.crc,
-                    row.sha256,
+                    self._sha256(row),
                     row.source,
                 )
                 for row in rows[:LIST_PAGE]
             ),
             more=len(rows) > LIST_PAGE,
         )
+
+    def _sha256(self, row: FileRow) -> bytes | None:
+        if row.sha256 is None:
+            return None
+        key = self.master.unwrap(row.data_key, data_key_context(row.transfer_id))
+        return open_sha256(key, row.transfer_id, row.sha256)
 
     def list_uploads(self, ctx: Context, msg: ListUploads) -> UploadList:
         rows = self.store.list_unfinished(ctx.client_id, msg.after, LIST_PAGE + 1)
@@ -156,8 +162,9 @@ class Files:
         if row is None:
             raise RefusedError(ErrorCode.NOT_FOUND, "no such file")
         key = self.master.unwrap(row.data_key, data_key_context(row.transfer_id))
+        sha256 = open_sha256(key, row.transfer_id, row.sha256)
         return DownloadReady(
-            row.transfer_id, key, row.size, row.chunk_size, row.chunk_count, row.crc
+            row.transfer_id, key, row.size, row.chunk_size, row.chunk_count, row.crc, sha256
         )
 
     def chunk(self, ctx: Context, msg: DownloadChunk) -> DataReply:

@@ -209,9 +209,15 @@ class UploadTables(Tables):
 
     @translated
     def publish_upload(
-        self, upload: UploadRow, location: str, now: int, record: ReplyRecord
+        self,
+        upload: UploadRow,
+        location: str,
+        sha256: bytes | None,
+        now: int,
+        record: ReplyRecord,
     ) -> Published:
-        """Make a committed upload the client's verified file of that name, in one step."""
+        """Make a committed upload the client's verified file of that name, in one step,
+        with the SHA-256 its client recorded (or none)."""
         with db.write(self._db):
             updated = self._db.execute(
                 "UPDATE uploads SET state = 'done' WHERE transfer_id = ? AND state = 'committed'",
@@ -221,13 +227,14 @@ class UploadTables(Tables):
                 return Published(False, None)
             old = self._remove_file(upload.client_id, upload.name)
             self._db.execute(
-                "INSERT INTO files VALUES (?, ?, ?, 1, ?, ?, NULL, ?, ?, ?)",
+                "INSERT INTO files VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
                 (
                     upload.client_id,
                     upload.name,
                     location,
                     upload.size,
                     upload.crc,
+                    sha256,
                     now,
                     upload.data_key,
                     upload.transfer_id,

@@ -46,12 +46,29 @@ from workers.datadir import MasterKey
 from workers.service import Context
 from workers.store import ChunkRow, OverQuota, Store, UploadRow
 
-__all__ = ["Uploads", "data_key_context"]
+__all__ = ["Uploads", "data_key_context", "open_sha256", "seal_sha256"]
 
 
 def data_key_context(transfer_id: bytes) -> bytes:
     """The master-key wrapping context of a transfer's data key."""
     return b"data-key:" + transfer_id
+
+
+def _sha256_context(transfer_id: bytes) -> bytes:
+    return b"sha256:" + transfer_id
+
+
+def seal_sha256(data_key: bytes, transfer_id: bytes, digest: bytes) -> bytes:
+    """A file's SHA-256 as the store keeps it: sealed under the file's own data key, so a
+    stolen database cannot confirm a guess of the contents with it."""
+    return crypto.seal(data_key, digest, _sha256_context(transfer_id))
+
+
+def open_sha256(data_key: bytes, transfer_id: bytes, sealed: bytes | None) -> bytes | None:
+    """The SHA-256 recorded with a file (see :func:`seal_sha256`), or None."""
+    if sealed is None:
+        return None
+    return crypto.open_sealed(data_key, sealed, _sha256_context(transfer_id))
 
 
 def chunk_aad(transfer_id: bytes, codec: int) -> bytes:
@@ -264,12 +281,17 @@ class Uploads:
         if row.state != "committed":
             raise _conflict("confirm needs a committed upload")
         location = self.blobs.location(row.transfer_id)
-        published = self.store.publish_upload(row, location, ctx.now, ctx.record(_done(row, True)))
+        sha256 = None
+        if msg.sha256 is not None:
+            key = self.master.unwrap(row.data_key, data_key_context(row.transfer_id))
+            sha256 = seal_sha256(key, row.transfer_id, msg.sha256)
+        done = _done(row, True)
+        published = self.store.publish_upload(row, location, sha256, ctx.now, ctx.record(done))
         if not published.done:
             raise _conflict("the upload changed meanwhile")
         if published.replaced is not None:  # the old version: the reply need not wait
             self.blobs.remove_soon(published.replaced)
-        return _done(row, True)
+        return done
 
 
 def _settled(row: UploadRow) -> UploadCommitted | None:

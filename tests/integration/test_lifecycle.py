@@ -1,4 +1,5 @@
-"""The everyday commands against real processes: ls, get, rm, put of several files.
+"""The everyday commands against real processes: ls, get, rm, mv, put of several files,
+``put --sha256``.
 
 Every client is ``python -m client`` with its own home; downloads are compared byte for
 byte with the source and with the ``cksum`` command; what the server holds is read back
@@ -27,6 +28,7 @@ from client.identity import load_identity
 from client.partial import part_paths
 from common.messages import Deleted, DeleteFile
 from workers.files import LIST_PAGE
+from workers.uploads import data_key_context, seal_sha256
 
 from .stack import ROOT, Stack, running_stack
 from .test_resume import CountingRelay as Relay
@@ -487,6 +489,62 @@ def test_mv_renames_and_replaces_only_with_force(stack: Stack, home: Path, tmp_p
     assert missing.returncode == ExitStatus.REFUSED and "no such file" in missing.stderr
     bad = stack.client(home, "mv", "published.md", "../escape")
     assert bad.returncode != 0 and "invalid name" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def sha256sum_command(path: Path) -> str:
+    out = subprocess.run(["sha256sum", str(path)], capture_output=True, text=True, check=True)
+    return out.stdout.split()[0]
+
+
+def test_put_sha256_is_recorded_listed_and_checked_by_get(
+    stack: Stack, home: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "hashed.bin"  # three chunks, one of them compressed on the wire
+    source.write_bytes(os.urandom(2 << 20) + b"a line of text\n" * 40_000)
+    expected = sha256sum_command(source)
+    put = stack.client(home, "put", str(source), "--sha256", "--quiet")
+    assert put.returncode == 0, put.stderr
+    assert f"  sha256 {expected}  verified" in put.stdout
+    plain = tmp_path / "unhashed.bin"
+    plain.write_bytes(b"no digest asked for")
+    assert stack.client(home, "put", str(plain), "--quiet").returncode == 0
+    listed = ls_json(stack, home)
+    assert (listed["hashed.bin"]["sha256"], listed["unhashed.bin"]["sha256"]) == (expected, None)
+
+    copy = tmp_path / "copy.bin"
+    got = stack.client(home, "get", "hashed.bin", "-o", str(copy), "--quiet")
+    assert got.returncode == 0, got.stderr
+    assert f"  sha256 {expected}  verified" in got.stdout
+    assert copy.read_bytes() == source.read_bytes()
+    got = stack.client(home, "get", "unhashed.bin", "-o", str(tmp_path / "u"), "--quiet")
+    assert got.returncode == 0 and "  sha256 " not in got.stdout
+
+
+def test_a_get_that_does_not_match_the_recorded_sha256_fails_and_places_nothing(
+    stack: Stack, home: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "guarded.bin"
+    source.write_bytes(os.urandom(1 << 20))
+    assert stack.client(home, "put", str(source), "--sha256", "--quiet").returncode == 0
+    # The server's record now names other bytes, as a store that lost the file's real
+    # digest would (sealed as the server seals it, so only the comparison can catch it).
+    server = server_of(stack)
+    try:
+        row = server.store.get_file(load_identity(home).client_id, "guarded.bin")
+        assert row is not None
+        key = server.data.master.unwrap(row.data_key, data_key_context(row.transfer_id))
+        other = seal_sha256(key, row.transfer_id, hashlib.sha256(b"other bytes").digest())
+        server.store._db.execute(
+            "UPDATE files SET sha256 = ? WHERE transfer_id = ?", (other, row.transfer_id)
+        )
+    finally:
+        server.store.close()
+    target = tmp_path / "out"
+    target.mkdir()
+    got = stack.client(home, "get", "guarded.bin", "-o", str(target), "--quiet")
+    assert got.returncode == ExitStatus.INTEGRITY, got.stderr
+    assert "SHA-256" in got.stderr and "Traceback" not in got.stderr
+    assert list(target.iterdir()) == []  # no file, no part file left behind
 
 
 def test_rm_is_idempotent_by_request_id(stack: Stack, home: Path, tmp_path: Path) -> None:

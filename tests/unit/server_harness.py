@@ -332,6 +332,7 @@ class Client:
         chunk_size: int = 4096,
         compress: bool = False,
         source: bytes = b"",
+        sha256: bytes | None = None,
     ) -> tuple[UploadCommitted, UploadDone]:
         ready = self.begin(name, data, chunk_size, source)
         pieces = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)] or [b""]
@@ -343,7 +344,7 @@ class Client:
             assert stored == ChunkStored(ready.transfer_id, index), stored
         committed = self.ask(UploadCommit(ready.transfer_id))
         assert isinstance(committed, UploadCommitted), committed
-        done = self.ask(UploadConfirm(ready.transfer_id, Verdict.OK))
+        done = self.ask(UploadConfirm(ready.transfer_id, Verdict.OK, sha256))
         assert isinstance(done, UploadDone), done
         return committed, done
 

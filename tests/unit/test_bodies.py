@@ -122,6 +122,8 @@ VALID: list[Message] = [
     UploadCommit(ID),
     UploadCommitted(ID, 2**63 - 1, 2**32 - 1),
     UploadConfirm(ID, Verdict.RESEND),
+    UploadConfirm(ID, Verdict.OK),
+    UploadConfirm(ID, Verdict.OK, bytes(range(32))),
     UploadDone("big.iso", False),
     ListFiles(),
     ListFiles("photos/2024/beach.jpg"),
@@ -134,6 +136,7 @@ VALID: list[Message] = [
     UploadList((UNFINISHED, dataclasses.replace(UNFINISHED, transfer_id=ID2, held=0)), True),
     DownloadBegin("dir/notes.txt"),
     DownloadReady(ID, DATA_KEY, 3 * 2**20 + 1, 2**20, 4, 0),
+    DownloadReady(ID, DATA_KEY, 3 * 2**20 + 1, 2**20, 4, 0, bytes(range(32))),
     DownloadChunk(ID, 3),
     DeleteFile("x"),
     Deleted("x", True),
@@ -210,6 +213,7 @@ EPHEMERAL_BAD: list[object] = [b"", bytes(31), bytes(33), "e" * 32, None, 32]
 # The per-upload AES-256 key: exactly 32 bytes, as bin.
 DATA_KEY_BAD: list[object] = [b"", bytes(1), bytes(31), bytes(33), bytes(64), "k" * 32, None, 32]
 
+SHA256_BAD: list[object] = [b"", bytes(31), bytes(33), "00" * 32, 5]
 BAD_FIELDS: dict[type, dict[str, list[object]]] = {
     RegisterRequest: {
         "name": CLIENT_NAME_BAD,
@@ -264,7 +268,11 @@ BAD_FIELDS: dict[type, dict[str, list[object]]] = {
     ChunkStored: {"transfer_id": ID_BAD, "index": U63_BAD},
     UploadCommit: {"transfer_id": ID_BAD},
     UploadCommitted: {"transfer_id": ID_BAD, "size": U63_BAD, "crc": CRC_BAD},
-    UploadConfirm: {"transfer_id": ID_BAD, "verdict": [3, -1, True, "ok", None]},
+    UploadConfirm: {
+        "transfer_id": ID_BAD,
+        "verdict": [3, -1, True, "ok", None],
+        "sha256": [*SHA256_BAD, bytes(32)],  # the first valid one is RESEND: no SHA-256 then
+    },
     UploadDone: {"name": FILE_NAME_BAD, "verified": BOOL_BAD},
     ListFiles: {"after": [name for name in FILE_NAME_BAD if name != ""]},
     FileList: {
@@ -307,6 +315,7 @@ BAD_FIELDS: dict[type, dict[str, list[object]]] = {
         "chunk_size": [0, 2**20 + 1, *U63_BAD],
         "chunk_count": [0, 3, 5, *U63_BAD],
         "crc": CRC_BAD,
+        "sha256": SHA256_BAD,
     },
     DownloadChunk: {"transfer_id": ID_BAD, "index": U63_BAD},
     DeleteFile: {"name": FILE_NAME_BAD},
@@ -397,7 +406,7 @@ def test_data_key_sits_after_transfer_id() -> None:
     ready = DownloadReady(ID, DATA_KEY, 10, 4, 3, 7)
     assert list(wire(ready)) == [
         *("transfer_id", "data_key", "size"),
-        *("chunk_size", "chunk_count", "crc"),
+        *("chunk_size", "chunk_count", "crc", "sha256"),
     ]
     assert wire(ready)["data_key"] == DATA_KEY
 

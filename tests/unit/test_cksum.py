@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.cksum import Cksum, cksum
+from common.cksum import Cksum, CksumSha256, cksum
 
 VECTORS = Path(__file__).parent.parent / "vectors" / "cksum.json"
 MIB = 1024 * 1024
@@ -108,12 +109,14 @@ def test_streaming_in_uneven_pieces_equals_one_shot(
     # Lengths reach well past the 32 KiB internal block, so pieces straddle block edges.
     data = random.Random(seed).randbytes(length)
     bounds = sorted({0, length, *(cut % (length + 1) for cut in cuts)})
-    state = Cksum()
+    state, both = Cksum(), CksumSha256()
     for start, end in itertools.pairwise(bounds):
         state.update(memoryview(data)[start:end])
+        both.update(memoryview(data)[start:end])
     state.update(b"")
-    assert state.length == length
-    assert state.digest() == cksum(data)
+    assert state.length == both.length == length
+    assert state.digest() == both.digest() == cksum(data)
+    assert state.sha256() is None and both.sha256() == hashlib.sha256(data).digest()
 
 
 def test_digest_can_be_taken_midway_and_updating_continues() -> None:

@@ -4,6 +4,7 @@ the listing, and the expiry of unfinished uploads on the server."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import zlib
@@ -346,6 +347,8 @@ def test_an_unchanged_target_is_a_regular_file_of_the_same_size_and_crc(tmp_path
     same.write_bytes(data)
     assert _holds(same, len(data), cksum(data))
     assert not _holds(same, len(data), cksum(data) ^ 1)
+    assert _holds(same, len(data), cksum(data), hashlib.sha256(data).digest())
+    assert not _holds(same, len(data), cksum(data), hashlib.sha256(b"other").digest())
     assert not _holds(same, len(data) + 1, cksum(data))
     (tmp_path / "link").symlink_to(same)
     assert not _holds(tmp_path / "link", len(data), cksum(data))  # never followed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 import subprocess
@@ -120,6 +121,24 @@ def test_upload_verifies_with_the_posix_crc_and_downloads_back(alice: Client, si
     assert [(f.name, f.size, f.crc, f.verified) for f in listing.files] == [
         ("report.bin", size, cksum(data), True)
     ]
+
+
+def test_a_recorded_sha256_is_listed_handed_to_downloads_and_kept_by_a_rename(
+    alice: Client,
+) -> None:
+    data = os.urandom(3 * CHUNK + 5)
+    digest = hashlib.sha256(data).digest()
+    alice.upload("hashed.bin", data, CHUNK, sha256=digest)
+    alice.upload("plain.bin", data, CHUNK)
+    listing = alice.ask(ListFiles())
+    assert isinstance(listing, FileList)
+    assert {f.name: f.sha256 for f in listing.files} == {"hashed.bin": digest, "plain.bin": None}
+    for name, expected in (("hashed.bin", digest), ("plain.bin", None)):
+        ready = alice.ask(DownloadBegin(name))
+        assert isinstance(ready, DownloadReady) and ready.sha256 == expected
+    assert isinstance(alice.ask(RenameFile("hashed.bin", "moved.bin", False)), Renamed)
+    ready = alice.ask(DownloadBegin("moved.bin"))
+    assert isinstance(ready, DownloadReady) and ready.sha256 == digest
 
 
 def test_crc_equals_the_cksum_command_for_compressed_chunks(alice: Client) -> None:
@@ -430,14 +449,16 @@ def test_an_expired_session_is_refused_in_plain(server: Server, alice: Client) -
 
 def test_a_stolen_data_dir_reveals_no_key_and_no_content(server: Server, alice: Client) -> None:
     plaintext = b"THE-KNOWN-PLAINTEXT-" * 300
-    alice.upload("stolen.txt", plaintext, CHUNK)
+    digest = hashlib.sha256(plaintext).digest()
+    alice.upload("stolen.txt", plaintext, CHUNK, sha256=digest)
     ready = alice.ask(DownloadBegin("stolen.txt"))
-    assert isinstance(ready, DownloadReady)
+    assert isinstance(ready, DownloadReady) and ready.sha256 == digest
     secrets_to_find = {
         "plaintext": b"THE-KNOWN-PLAINTEXT-",
         "session key": alice.session_key,
         "session subkey": alice.session_keys.server_to_client,  # type: ignore[union-attr]
         "data key": ready.data_key,
+        "the file's SHA-256 (it would confirm a guess of the contents)": digest,
     }
 
     def exposed() -> list[Path]:

@@ -359,7 +359,7 @@ def test_publishing_replaces_the_old_file_in_one_step(store: Store) -> None:
         committed = store.get_upload(tid)
         assert committed is not None
         published = store.publish_upload(
-            committed, "blobs/x", NOW, record(bytes([n + 20]) * 16, client)
+            committed, "blobs/x", None, NOW, record(bytes([n + 20]) * 16, client)
         )
         assert published.done
     assert published.replaced == b"u" * 16
