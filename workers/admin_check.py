@@ -3,13 +3,15 @@
 For each visible file, every chunk must be on disk, open under the file's data key (which
 must itself open under the master key) at its index with the right final flag, decompress
 to exactly the recorded plaintext size, and give the recorded CRC part; the parts joined
-must give the file's recorded POSIX ``cksum`` and the sizes its size. Any failure is
+must give the file's recorded POSIX ``cksum`` and the sizes its size; a file put with a
+SHA-256 must hash to it. Any failure is
 reported for that file with the first chunk and reason, and checking goes on with the
 next chunk and file. Nothing is written; contents are never printed or logged.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -21,7 +23,7 @@ from workers.blobs import Blobs
 from workers.crc_combine import chunk_part, combine
 from workers.datadir import MasterKey
 from workers.store import ChunkRow
-from workers.uploads import chunk_aad, data_key_context
+from workers.uploads import chunk_aad, data_key_context, open_sha256
 
 __all__ = ["FileReport", "check_file", "plaintext"]
 
@@ -81,6 +83,7 @@ def check_file(store: AdminStore, blobs: Blobs, master: MasterKey, file: StoredF
     """Check one file; see the module docstring."""
     problems: list[str] = []
     parts: list[tuple[int, int]] = []
+    digest = hashlib.sha256()
     try:
         key = _data_key(master, file)
         rows = _rows(store, file)
@@ -96,12 +99,26 @@ def check_file(store: AdminStore, blobs: Blobs, master: MasterKey, file: StoredF
         if part != row.crc_part:
             problems.append(f"chunk {row.index}: CRC part differs from the recorded one")
         parts.append((part, len(plain)))
+        if file.sha256 is not None:
+            digest.update(plain)
     if not problems:
         if sum(length for _, length in parts) != file.size:
             problems.append(f"the chunks hold {sum(n for _, n in parts)} bytes, not {file.size}")
         elif combine(parts) != file.crc:
             problems.append(f"cksum {combine(parts)} differs from the recorded {file.crc}")
+        elif file.sha256 is not None:
+            problems.extend(_sha256_problem(key, file, digest.digest()))
     return FileReport(file, tuple(problems))
+
+
+def _sha256_problem(key: bytes, file: StoredFile, found: bytes) -> list[str]:
+    try:
+        recorded = open_sha256(key, file.transfer_id, file.sha256)
+    except IntegrityError:
+        return ["the recorded SHA-256 does not open under the data key"]
+    if recorded != found:
+        return ["the contents' SHA-256 differs from the recorded one"]
+    return []
 
 
 def plaintext(

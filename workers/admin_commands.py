@@ -300,7 +300,8 @@ def check(inv: Invocation) -> int:
             report = admin_check.check_file(store, blobs, data.master, file)
             label = f"{file.client_name}/{file.name}"
             if report.ok:
-                inv.say(f"ok       {label}  {file.size} bytes  cksum {file.crc}")
+                sha256 = "  sha256 ok" if file.sha256 is not None else ""
+                inv.say(f"ok       {label}  {file.size} bytes  cksum {file.crc}{sha256}")
             else:
                 bad += 1
                 inv.say(f"CORRUPT  {label}: {'; '.join(report.problems)}")

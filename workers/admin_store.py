@@ -64,6 +64,7 @@ class StoredFile:
     transfer_id: bytes
     chunk_size: int
     chunk_count: int
+    sha256: bytes | None  # as stored: sealed under the data key (workers.uploads.seal_sha256)
 
 
 _CLIENTS = """SELECT c.id, c.name, c.created_at, c.last_seen, c.revoked, c.legacy,
@@ -71,7 +72,7 @@ _CLIENTS = """SELECT c.id, c.name, c.created_at, c.last_seen, c.revoked, c.legac
     (SELECT coalesce(sum(u.size), 0) FROM uploads u WHERE u.client_id = c.id), c.quota,
     c.public_key FROM clients c"""
 _FILES = """SELECT f.client_id, c.name, f.name, f.size, f.crc, f.uploaded_at, f.verified,
-    f.data_key, f.transfer_id, u.chunk_size, u.chunk_count FROM files f
+    f.data_key, f.transfer_id, u.chunk_size, u.chunk_count, f.sha256 FROM files f
     JOIN clients c ON c.id = f.client_id JOIN uploads u ON u.transfer_id = f.transfer_id"""
 
 

@@ -41,6 +41,7 @@ from workers.blobs import Blobs
 from workers.datadir import DB_NAME, MasterKey
 from workers.sessions import SessionCache, session_context
 from workers.store import ReplyRecord, SessionRow, Store
+from workers.uploads import data_key_context, seal_sha256
 
 from .procs import ROOT
 from .stack import running_stack
@@ -304,6 +305,36 @@ def test_check_reports_a_corrupted_chunk(populated: Populated) -> None:
     result = run_admin(data, "check")
     assert any("bob/notes.md: chunk 0: missing" in line for line in result.stdout.splitlines())
     assert "2 corrupt" in result.stdout
+
+
+def test_check_compares_a_recorded_sha256_with_the_contents(populated: Populated) -> None:
+    data, source = populated.data, populated.base / "src" / "alice" / "hashed.bin"
+    source.write_bytes(os.urandom(SIZE))
+    endpoint = populated.server.endpoint
+    put = run_client(populated.home("alice"), endpoint, "put", str(source), "--sha256", "-q")
+    assert put.returncode == 0, put.stderr
+    result = run_admin(data, "check")
+    assert result.returncode == 0, result.stdout
+    assert any(
+        "alice/hashed.bin" in line and "sha256 ok" in line for line in result.stdout.splitlines()
+    )
+
+    # A record naming other contents (sealed as the server seals one): check must say so.
+    server = open_server(load_settings(env={}, flags={"store.data_dir": data}), env={})
+    try:
+        row = server.store.get_file(load_identity(populated.home("alice")).client_id, "hashed.bin")
+        assert row is not None
+        key = server.data.master.unwrap(row.data_key, data_key_context(row.transfer_id))
+        other = seal_sha256(key, row.transfer_id, hashlib.sha256(b"other").digest())
+        server.store._db.execute(
+            "UPDATE files SET sha256 = ? WHERE transfer_id = ?", (other, row.transfer_id)
+        )
+    finally:
+        server.store.close()
+    result = run_admin(data, "check")
+    assert result.returncode == admin.ExitStatus.CORRUPT
+    (bad,) = [line for line in result.stdout.splitlines() if line.startswith("CORRUPT")]
+    assert "alice/hashed.bin" in bad and "SHA-256 differs" in bad
 
 
 def test_revoke_reaches_a_cached_session_at_once(tmp_path: Path) -> None:
