@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reconnect_min=conf.reconnect_min,
             reconnect_max=conf.reconnect_max,
             stop=stop,
-            inline=dispatcher.is_chunk_request,
+            inline=dispatcher.runs_inline,
         )
     finally:
         server.store.close()

@@ -9,8 +9,8 @@ decision is the core's. Two threads share the work:
 * the thread that called :func:`run_worker` runs the handler, one request at a time. It
   is the thread that built the handler.
 
-Requests that ``inline`` picks (short, bounded work: one chunk of a transfer) are handled
-on the I/O thread itself. Handing a request to the other thread and its reply back costs
+Requests that ``inline`` picks (short, bounded work: a chunk of a transfer, or opening
+or confirming one) are handled on the I/O thread itself. Handing a request to the other thread and its reply back costs
 two wake-ups and two hand-overs of the interpreter lock, which for a download chunk was
 more than the chunk's own work (docs/performance.md). Heartbeats wait while such a
 request runs, so ``inline`` must only pick work far shorter than the broker's liveness

@@ -77,9 +77,17 @@ Frame = bytes | zmq.Frame
 # Envelopes are a few dozen bytes; a first frame longer than this is not one.
 MAX_ENVELOPE = 1024
 _MAX_MESSAGE = 1024
-# Chunk requests: their successful handling is logged at debug level (one per chunk), and
-# their work is short and bounded (one chunk), so the worker loop may run them inline.
+# Chunk requests: their successful handling is logged at debug level (one per chunk).
 _ROUTINE = frozenset({MessageType.UPLOAD_CHUNK, MessageType.DOWNLOAD_CHUNK})
+# Requests whose work is short and bounded, with no sync to disk (a chunk; opening a
+# transfer; confirming an upload, which writes rows and leaves a replaced file's removal
+# to the background), so the worker loop may run them on its I/O thread. A commit, which
+# syncs the whole file, and everything else go to the handler thread.
+_INLINE = _ROUTINE | {
+    MessageType.UPLOAD_BEGIN,
+    MessageType.UPLOAD_CONFIRM,
+    MessageType.DOWNLOAD_BEGIN,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,21 +180,22 @@ class Dispatcher:
         sessions: SessionCache | None = None,
     ) -> None:
         self.routes = dict(routes)
-        self._chunk_heads = frozenset(head(kind) for kind in _ROUTINE if kind in routes)
+        self._inline_heads = frozenset(head(kind) for kind in _INLINE if kind in routes)
         self.store = store
         self.master = master
         self.server_key = server_key
         self.sessions = sessions
 
-    def is_chunk_request(self, frames: Sequence[Frame]) -> bool:
-        """Whether ``frames`` look like a chunk request this service takes, from the
-        envelope's first three bytes alone (the worker loop's ``inline``). Never raises;
-        whatever it says, :meth:`handle` then checks the request in full."""
-        if len(frames) != 2 or not self._chunk_heads:
+    def runs_inline(self, frames: Sequence[Frame]) -> bool:
+        """Whether ``frames`` look like a request this service may handle on the worker
+        loop's I/O thread (its ``inline``: see ``_INLINE``), from the envelope's first
+        three bytes alone. Never raises; whatever it says, :meth:`handle` then checks the
+        request in full."""
+        if len(frames) != 2 or not self._inline_heads:
             return False
         first = frames[0]
         start = first[:HEAD_SIZE] if isinstance(first, bytes) else bytes(first.buffer[:HEAD_SIZE])
-        return start in self._chunk_heads
+        return start in self._inline_heads
 
     def handle(self, frames: Sequence[Frame], now: int) -> Handled:
         envelope: Envelope | None = None

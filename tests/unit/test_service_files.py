@@ -548,29 +548,36 @@ def test_chunks_stored_as_asked_are_logged_at_debug_and_the_rest_at_info(
     assert server.file.handle(commit, server.now).level == "info"
 
 
-def test_chunk_requests_are_told_apart_from_their_first_bytes(
+def test_requests_to_run_inline_are_told_apart_from_their_first_bytes(
     server: Server, alice: Client
 ) -> None:
     data = os.urandom(CHUNK)
     ready = alice.begin("inline", data, CHUNK)
     upload_chunk = alice.chunk_frames(ready, 0, True, data)
     download_chunk = alice.session_frames(DownloadChunk(ready.transfer_id, 0))
-    assert server.file.is_chunk_request(upload_chunk)
-    assert server.file.is_chunk_request(download_chunk)
+    short = [
+        upload_chunk,
+        download_chunk,
+        alice.session_frames(UploadBegin("inline", CHUNK, CHUNK, 1)),
+        alice.session_frames(UploadConfirm(ready.transfer_id, Verdict.OK)),
+        alice.session_frames(DownloadBegin("inline")),
+    ]
+    assert all(server.file.runs_inline(frames) for frames in short)
     # zmq.Frame bodies, as the worker loop receives them
-    assert server.file.is_chunk_request([zmq.Frame(f) for f in download_chunk])
-    for other in (UploadCommit(ready.transfer_id), DownloadBegin("inline"), ListFiles()):
-        assert not server.file.is_chunk_request(alice.session_frames(other))
-    # a service that takes no chunks hands nothing to the I/O thread
-    assert not server.register.is_chunk_request(upload_chunk)
-    assert not server.key.is_chunk_request(download_chunk)
-    assert not server.file.is_chunk_request(upload_chunk[:1])
-    assert not server.file.is_chunk_request([*upload_chunk, b""])
+    assert server.file.runs_inline([zmq.Frame(f) for f in download_chunk])
+    # a commit syncs the whole file; a listing may be long: the handler thread takes them
+    for other in (UploadCommit(ready.transfer_id), ListFiles(), DeleteFile("inline")):
+        assert not server.file.runs_inline(alice.session_frames(other))
+    # a service that takes none of these hands nothing to the I/O thread
+    assert not server.register.runs_inline(upload_chunk)
+    assert not server.key.runs_inline(download_chunk)
+    assert not server.file.runs_inline(upload_chunk[:1])
+    assert not server.file.runs_inline([*upload_chunk, b""])
 
 
 # The envelope's first bytes (docs/protocol.md section 2): msgpack array of 8, version, type.
-CHUNK_HEADS = [bytes((0x98, 1, kind)) for kind in (0x11, 0x31)]
-HEAD_LIKE = st.sampled_from([*CHUNK_HEADS, b"\x98\x01\x12", b"\x98\x02\x11", b"\x97\x01\x11"])
+INLINE_HEADS = [bytes((0x98, 1, kind)) for kind in (0x10, 0x11, 0x13, 0x30, 0x31)]
+HEAD_LIKE = st.sampled_from([*INLINE_HEADS, b"\x98\x01\x12", b"\x98\x02\x11", b"\x97\x01\x11"])
 FRAME = st.one_of(
     st.binary(max_size=40), st.tuples(HEAD_LIKE, st.binary(max_size=20)).map(b"".join)
 )
@@ -578,10 +585,10 @@ FRAME = st.one_of(
 
 @ANY
 @given(frames=st.lists(FRAME, max_size=3))
-def test_telling_chunk_requests_apart_never_raises(server: Server, frames: list[bytes]) -> None:
-    expected = len(frames) == 2 and frames[0][:3] in CHUNK_HEADS
-    assert server.file.is_chunk_request(frames) is expected
-    assert server.file.is_chunk_request([zmq.Frame(f) for f in frames]) is expected
+def test_telling_inline_requests_apart_never_raises(server: Server, frames: list[bytes]) -> None:
+    expected = len(frames) == 2 and frames[0][:3] in INLINE_HEADS
+    assert server.file.runs_inline(frames) is expected
+    assert server.file.runs_inline([zmq.Frame(f) for f in frames]) is expected
 
 
 # --- a full disk ------------------------------------------------------------------------------
