@@ -4,9 +4,9 @@ For each visible file, every chunk must be on disk, open under the file's data k
 must itself open under the master key) at its index with the right final flag, decompress
 to exactly the recorded plaintext size, and give the recorded CRC part; the parts joined
 must give the file's recorded POSIX ``cksum`` and the sizes its size; a file put with a
-SHA-256 must hash to it. Any failure is
-reported for that file with the first chunk and reason, and checking goes on with the
-next chunk and file. Nothing is written; contents are never printed or logged.
+SHA-256 must hash to it. Any failure is reported for that file with the first chunk and
+reason, and checking goes on with the next chunk and file. Nothing is written; contents
+are never printed or logged.
 """
 
 from __future__ import annotations

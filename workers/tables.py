@@ -217,7 +217,7 @@ class UploadTables(Tables):
         record: ReplyRecord,
     ) -> Published:
         """Make a committed upload the client's verified file of that name, in one step,
-        with the SHA-256 its client recorded (or none)."""
+        with the SHA-256 its client recorded, as sealed by ``workers.uploads`` (or none)."""
         with db.write(self._db):
             updated = self._db.execute(
                 "UPDATE uploads SET state = 'done' WHERE transfer_id = ? AND state = 'committed'",
