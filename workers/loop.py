@@ -10,13 +10,13 @@ decision is the core's. Two threads share the work:
   is the thread that built the handler.
 
 Requests that ``inline`` picks (short, bounded work: a chunk of a transfer, or opening
-or confirming one) are handled on the I/O thread itself. Handing a request to the other thread and its reply back costs
-two wake-ups and two hand-overs of the interpreter lock, which for a download chunk was
-more than the chunk's own work (docs/performance.md). Heartbeats wait while such a
-request runs, so ``inline`` must only pick work far shorter than the broker's liveness
-window. Either way the core holds one request at a time, so the handler never runs on
-both threads at once: state it keeps (an ``sqlite3`` connection) is used by one thread at
-a time, handed over through the request queue.
+or confirming one) are handled on the I/O thread itself. Handing a request to the other
+thread and its reply back costs two wake-ups and two hand-overs of the interpreter lock,
+which for a download chunk was more than the chunk's own work (docs/performance.md).
+Heartbeats wait while such a request runs, so ``inline`` must only pick work far shorter
+than the broker's liveness window. Either way the core holds one request at a time, so
+the handler never runs on both threads at once: state it keeps (an ``sqlite3``
+connection) is used by one thread at a time, handed over through the request queue.
 
 It guarantees that a handler exception never ends the worker: the exception is logged
 with the request's context and answered with the reply frames that ``on_error`` returns,
