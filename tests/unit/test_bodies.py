@@ -213,7 +213,9 @@ EPHEMERAL_BAD: list[object] = [b"", bytes(31), bytes(33), "e" * 32, None, 32]
 # The per-upload AES-256 key: exactly 32 bytes, as bin.
 DATA_KEY_BAD: list[object] = [b"", bytes(1), bytes(31), bytes(33), bytes(64), "k" * 32, None, 32]
 
+# A whole file's SHA-256: nil, or exactly 32 bytes as bin.
 SHA256_BAD: list[object] = [b"", bytes(31), bytes(33), "00" * 32, 5]
+
 BAD_FIELDS: dict[type, dict[str, list[object]]] = {
     RegisterRequest: {
         "name": CLIENT_NAME_BAD,
