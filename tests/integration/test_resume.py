@@ -9,6 +9,7 @@ received), never guessed with a sleep.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sqlite3
@@ -229,11 +230,14 @@ def test_an_interrupted_upload_is_listed_and_can_be_discarded(
     assert chunks_held(stack, "dir/abandoned.bin") == 0
 
 
+@pytest.mark.parametrize("sha256", [False, True], ids=["crc", "crc-and-sha256"])
 def test_killed_download_resumes_and_fetches_less_than_60_percent_again(
-    stack: Stack, home: Path, tmp_path: Path
+    stack: Stack, home: Path, tmp_path: Path, sha256: bool
 ) -> None:
+    # With a recorded SHA-256 the resumed run hashes the part file's prefix it keeps.
     source = big_file(tmp_path / "down.bin")
-    assert stack.client(home, "put", "-q", str(source)).returncode == 0
+    put_args = ("put", "-q", str(source), *(["--sha256"] if sha256 else []))
+    assert stack.client(home, *put_args).returncode == 0
     target = tmp_path / "out" / "down.bin"
     target.parent.mkdir()
     first = CountingRelay(stack.endpoint)
@@ -258,6 +262,8 @@ def test_killed_download_resumes_and_fetches_less_than_60_percent_again(
     assert f"received {fetched} of {CHUNKS} chunks" in result.stderr
     assert target.read_bytes() == source.read_bytes()
     assert not any(p.exists() for p in part_paths(target))
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    assert (f"  sha256 {digest}  verified" in result.stdout) is sha256
 
 
 def test_download_of_a_replaced_file_starts_over(stack: Stack, home: Path, tmp_path: Path) -> None:
