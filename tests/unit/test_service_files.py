@@ -791,6 +791,38 @@ def test_a_bad_upload_listing_start_is_refused_and_changes_nothing(
     assert len(cast(UploadList, alice.ask(ListUploads())).uploads) == 1  # still serving
 
 
+@pytest.mark.parametrize(
+    ("verdict", "sha256"),
+    [(0, bytes(31)), (0, bytes(33)), (0, "ab" * 32), (1, bytes(32)), (2, bytes(32))],
+    ids=["short", "long", "text", "with-resend", "with-give-up"],
+)
+def test_a_bad_sha256_in_a_confirm_is_refused_and_changes_nothing(
+    server: Server, alice: Client, verdict: int, sha256: object
+) -> None:
+    data = b"to be confirmed"
+    ready = alice.begin("confirm-me", data, CHUNK)
+    assert alice.send_chunk(alice.chunk_frames(ready, 0, True, data)) == ChunkStored(
+        ready.transfer_id, 0
+    )
+    assert isinstance(alice.ask(UploadCommit(ready.transfer_id)), UploadCommitted)
+    before = snapshot(server)
+    frames = alice.session_frames(UploadConfirm(ready.transfer_id, Verdict.OK))
+    keys = alice.session_keys
+    assert keys is not None
+    body = {"transfer_id": ready.transfer_id, "verdict": verdict, "sha256": sha256}
+    sealed = crypto.seal(keys.client_to_server, msgpack.packb(body, use_bin_type=True), frames[0])
+    reply = alice.open_reply(server.call("file", [frames[0], sealed]), frames[0])
+    assert error_code(reply) == "bad-request"
+    assert isinstance(reply, ErrorReply) and "sha256" in reply.message
+    assert snapshot(server) == before
+    digest = hashlib.sha256(data).digest()  # still serving: a good confirm records it
+    assert alice.ask(UploadConfirm(ready.transfer_id, Verdict.OK, digest)) == UploadDone(
+        "confirm-me", True
+    )
+    ready_again = alice.ask(DownloadBegin("confirm-me"))
+    assert isinstance(ready_again, DownloadReady) and ready_again.sha256 == digest
+
+
 # --- rename -------------------------------------------------------------------------------------
 
 
