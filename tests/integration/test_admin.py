@@ -41,11 +41,11 @@ from workers.blobs import Blobs
 from workers.datadir import DB_NAME, MasterKey
 from workers.sessions import SessionCache, session_context
 from workers.store import ReplyRecord, SessionRow, Store
-from workers.uploads import data_key_context, seal_sha256
 
 from .procs import ROOT
 from .stack import running_stack
 from .test_server import ServerProcess, run_client
+from .test_upload_e2e import record_other_sha256
 
 pytestmark = pytest.mark.integration
 
@@ -319,18 +319,8 @@ def test_check_compares_a_recorded_sha256_with_the_contents(populated: Populated
         "alice/hashed.bin" in line and "sha256 ok" in line for line in result.stdout.splitlines()
     )
 
-    # A record naming other contents (sealed as the server seals one): check must say so.
     server = open_server(load_settings(env={}, flags={"store.data_dir": data}), env={})
-    try:
-        row = server.store.get_file(load_identity(populated.home("alice")).client_id, "hashed.bin")
-        assert row is not None
-        key = server.data.master.unwrap(row.data_key, data_key_context(row.transfer_id))
-        other = seal_sha256(key, row.transfer_id, hashlib.sha256(b"other").digest())
-        server.store._db.execute(
-            "UPDATE files SET sha256 = ? WHERE transfer_id = ?", (other, row.transfer_id)
-        )
-    finally:
-        server.store.close()
+    record_other_sha256(server, populated.home("alice"), "hashed.bin")  # check must say so
     result = run_admin(data, "check")
     assert result.returncode == admin.ExitStatus.CORRUPT
     (bad,) = [line for line in result.stdout.splitlines() if line.startswith("CORRUPT")]

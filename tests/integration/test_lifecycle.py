@@ -28,7 +28,6 @@ from client.identity import load_identity
 from client.partial import part_paths
 from common.messages import Deleted, DeleteFile
 from workers.files import LIST_PAGE
-from workers.uploads import data_key_context, seal_sha256
 
 from .stack import ROOT, Stack, running_stack
 from .test_resume import CountingRelay as Relay
@@ -39,6 +38,7 @@ from .test_upload_e2e import (
     blob_dirs,
     cksum_command,
     put,
+    record_other_sha256,
     server_of,
     stored_plaintext,
 )
@@ -526,19 +526,7 @@ def test_a_get_that_does_not_match_the_recorded_sha256_fails_and_places_nothing(
     source = tmp_path / "guarded.bin"
     source.write_bytes(os.urandom(1 << 20))
     assert stack.client(home, "put", str(source), "--sha256", "--quiet").returncode == 0
-    # The server's record now names other bytes, as a store that lost the file's real
-    # digest would (sealed as the server seals it, so only the comparison can catch it).
-    server = server_of(stack)
-    try:
-        row = server.store.get_file(load_identity(home).client_id, "guarded.bin")
-        assert row is not None
-        key = server.data.master.unwrap(row.data_key, data_key_context(row.transfer_id))
-        other = seal_sha256(key, row.transfer_id, hashlib.sha256(b"other bytes").digest())
-        server.store._db.execute(
-            "UPDATE files SET sha256 = ? WHERE transfer_id = ?", (other, row.transfer_id)
-        )
-    finally:
-        server.store.close()
+    record_other_sha256(server_of(stack), home, "guarded.bin")  # a store that lost it
     target = tmp_path / "out"
     target.mkdir()
     got = stack.client(home, "get", "guarded.bin", "-o", str(target), "--quiet")

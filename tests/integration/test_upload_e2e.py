@@ -7,6 +7,7 @@ Every test runs the client as a subprocess (``python -m client``) with its own
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -42,7 +43,7 @@ from common.messages import (
 from config import load_settings
 from workers.app import Server, open_server
 from workers.blobs import Blobs
-from workers.uploads import chunk_aad, data_key_context
+from workers.uploads import chunk_aad, data_key_context, seal_sha256
 
 from .procs import Proc, wait_for
 from .relay import Relay
@@ -92,6 +93,22 @@ def stored_plaintext(stack: Stack, home: Path, name: str) -> bytes | None:
             plain = crypto.open_chunk(key, index, final, sealed, aad)
             parts.append(decompress_chunk(codec, plain, row.chunk_size))
         return b"".join(parts)
+    finally:
+        server.store.close()
+
+
+def record_other_sha256(server: Server, home: Path, name: str) -> None:
+    """Make the store's SHA-256 record of ``name`` name other contents, sealed as the
+    server seals one, so only a comparison with the real contents can tell; closes
+    ``server``'s store."""
+    try:
+        row = server.store.get_file(load_identity(home).client_id, name)
+        assert row is not None
+        key = server.data.master.unwrap(row.data_key, data_key_context(row.transfer_id))
+        other = seal_sha256(key, row.transfer_id, hashlib.sha256(b"other contents").digest())
+        server.store._db.execute(
+            "UPDATE files SET sha256 = ? WHERE transfer_id = ?", (other, row.transfer_id)
+        )
     finally:
         server.store.close()
 
