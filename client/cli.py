@@ -174,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     put.add_argument(
         "--sha256",
-        action="store_true",
-        help="also record each file's SHA-256 (shown by ls, checked by every get; more CPU)",
+        action=argparse.BooleanOptionalAction,
+        help="also record each file's SHA-256 (shown by ls, checked by every get; more CPU;"
+        " default: client.sha256, false)",
     )
     get = commands.add_parser("get", help="download files")
     get.add_argument("names", nargs="+", metavar="NAME", help="stored names to download")

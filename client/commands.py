@@ -132,7 +132,7 @@ def _upload(
         compression=Codec.NONE if settings.client.compression == "none" else Codec.ZLIB,
         level=settings.client.compression_level,
         rate=args.limit_rate,
-        sha256=args.sha256,
+        sha256=settings.client.sha256 if args.sha256 is None else args.sha256,
     )
     with open_account(ctx, settings, endpoint) as account:
         put = _Put(ctx, account, options, args.skip_unchanged)

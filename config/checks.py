@@ -64,6 +64,23 @@ def seconds(high: float) -> Check:
     return check
 
 
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def boolean() -> Check:
+    """True or false: a TOML boolean, or the words true/yes/on/1 and false/no/off/0 in any
+    case (the environment only has text)."""
+
+    def check(value: object) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise Invalid("must be true or false")
+
+    return check
+
+
 def choice(*options: str) -> Check:
     """One word out of ``options``, case-insensitive; returned in lower case."""
     listed = ", ".join(repr(option) for option in options)

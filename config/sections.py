@@ -113,6 +113,8 @@ class ClientSettings(_Section):
         default=1,
         metadata=_checked(checks.integer(COMPRESSION_LEVELS[0], COMPRESSION_LEVELS[-1])),
     )
+    # Record each uploaded file's SHA-256 (put --sha256 / --no-sha256 decide per command).
+    sha256: bool = field(default=False, metadata=_checked(checks.boolean()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -508,8 +508,19 @@ def test_put_sha256_is_recorded_listed_and_checked_by_get(
     plain = tmp_path / "unhashed.bin"
     plain.write_bytes(b"no digest asked for")
     assert stack.client(home, "put", str(plain), "--quiet").returncode == 0
-    listed = ls_json(stack, home)
-    assert (listed["hashed.bin"]["sha256"], listed["unhashed.bin"]["sha256"]) == (expected, None)
+    # client.sha256 = true makes it the default, and --no-sha256 still turns it off
+    always = {"CIPHERDROP_CLIENT_SHA256": "true"}
+    by_setting = tmp_path / "by-setting.bin"
+    by_setting.write_bytes(b"a digest by default")
+    assert stack.client(home, "put", str(by_setting), "-q", env=always).returncode == 0
+    opted_out = tmp_path / "opted-out.bin"
+    opted_out.write_bytes(b"not this one")
+    put = stack.client(home, "put", str(opted_out), "-q", "--no-sha256", env=always)
+    assert put.returncode == 0, put.stderr
+    listed = {name: entry["sha256"] for name, entry in ls_json(stack, home).items()}
+    assert listed["hashed.bin"] == expected and listed["unhashed.bin"] is None
+    assert listed["by-setting.bin"] == sha256sum_command(by_setting)
+    assert listed["opted-out.bin"] is None
 
     copy = tmp_path / "copy.bin"
     got = stack.client(home, "get", "hashed.bin", "-o", str(copy), "--quiet")

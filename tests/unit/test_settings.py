@@ -60,6 +60,7 @@ def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> No
     assert s.client.parallel_files == 4
     assert (s.client.request_timeout, s.client.retries) == (10.0, 3)
     assert (s.client.compression, s.client.compression_level) == ("zlib", 1)
+    assert s.client.sha256 is False
     assert (s.store.data_dir, s.store.busy_timeout) == (Path("var"), 30.0)
     assert (s.store.min_free_space, s.store.quota) == (256 * MIB, 0)
     assert s.store.registration == "open"
@@ -160,6 +161,7 @@ def test_text_is_converted_to_the_setting_type() -> None:
         "CIPHERDROP_LOG_LEVEL": "DEBUG",
         "CIPHERDROP_CLIENT_SERVER_FINGERPRINT": "AB:" * 31 + "AB",
         "CIPHERDROP_CLIENT_COMPRESSION": " None ",
+        "CIPHERDROP_CLIENT_SHA256": " Yes ",
     }
     s = load_settings(env=env)
     assert s.client.window == 16
@@ -168,6 +170,7 @@ def test_text_is_converted_to_the_setting_type() -> None:
     assert s.log.level == "debug"
     assert s.client.server_fingerprint == "ab" * 32
     assert s.client.compression == "none"
+    assert s.client.sha256 is True
 
 
 def test_fingerprint_as_the_server_shows_it_is_accepted() -> None:
@@ -208,6 +211,9 @@ BAD_VALUES: list[tuple[str, object]] = [
     ("client.compression", "gzip"),
     ("client.compression_level", 4),
     ("client.compression_level", -1),
+    ("client.sha256", "maybe"),
+    ("client.sha256", 2),
+    ("client.sha256", ""),
     ("client.server_fingerprint", "abc"),
     ("client.request_timeout", "nan"),
     ("broker.heartbeat_interval", 0),
