@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from bench.installed import compile_sources  # noqa: E402
 from bench.lifecycle import size_arg  # noqa: E402
 from bench.upload import make_random, make_text  # noqa: E402
+from tests.integration.procs import free_port  # noqa: E402
 from tests.integration.stack import Stack  # noqa: E402
 
 TOOLS = ("ours", "scp", "scp -C")
@@ -97,12 +98,6 @@ class Link:
     def close(self) -> None:
         # Deleting the namespace deletes its end of the pair, and with it the host's.
         subprocess.run(["ip", "netns", "del", self.netns], check=False, capture_output=True)
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -120,7 +120,7 @@ class Stack:
     def fingerprint(self) -> str:
         """The server fingerprint, as the workers logged it at start."""
         for proc in self.workers["register"]:
-            for line in proc.transcript:
+            for line in list(proc.transcript):  # a thread appends to it
                 if '"worker.ready"' in line:
                     return str(json.loads(line)["fingerprint"])
         raise RuntimeError("no worker logged the server fingerprint")
