@@ -210,7 +210,7 @@ class Uploads:
                 return reply
         if self.store.get_upload(stream.transfer_id) is None:
             self._cache.pop(stream.transfer_id, None)
-            self.blobs.remove(stream.transfer_id)  # discarded meanwhile
+            self.blobs.remove_soon(stream.transfer_id)  # discarded meanwhile
         raise _conflict("the upload is no longer open")
 
     def _plaintext(
@@ -276,7 +276,9 @@ class Uploads:
             if row.state == "done":
                 raise _conflict("the upload is already a file")
             self.store.discard_upload(row.transfer_id, ctx.now, ctx.record(_done(row, False)))
-            self.blobs.remove(row.transfer_id)
+            # No row names the file now; unlinking a large one takes seconds, and this runs
+            # on the worker's I/O thread: the reply need not wait for it.
+            self.blobs.remove_soon(row.transfer_id)
             return _done(row, False)
         if row.state != "committed":
             raise _conflict("confirm needs a committed upload")

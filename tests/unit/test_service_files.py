@@ -342,6 +342,7 @@ def test_resend_discards_and_a_new_upload_replaces_the_old_file(
     alice.send_chunk(alice.chunk_frames(ready, 0, True, b"version two!"))
     alice.ask(UploadCommit(ready.transfer_id))
     assert alice.ask(UploadConfirm(ready.transfer_id, Verdict.RESEND)) == UploadDone("doc", False)
+    background.settle(REMOVAL, timeout=10)  # a discarded upload's file goes after the reply
     assert not (server.data.blobs_path / ready.transfer_id.hex()).exists()
     assert download(alice, "doc") == b"version one"
     alice.upload("doc", b"version two!", CHUNK)
@@ -770,6 +771,7 @@ def test_a_listed_upload_given_up_is_gone_with_its_chunks(server: Server, alice:
         "abandoned", False
     )
     assert alice.ask(ListUploads()) == UploadList((), more=False)
+    background.settle(REMOVAL, timeout=10)  # its file goes after the reply
     assert not (server.data.blobs_path / ready.transfer_id.hex()).exists()
 
 
